@@ -1,0 +1,3 @@
+from vestis.cli import main
+
+raise SystemExit(main())

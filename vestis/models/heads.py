@@ -1,0 +1,76 @@
+"""Classification heads and the multi-head model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from vestis.models.preprocess import Preprocess
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    type: str = "linear"  # "linear" or "mlp"
+    hidden: int = 512
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.type not in ("linear", "mlp"):
+            raise ValueError(f"head type must be 'linear' or 'mlp', got {self.type!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {self.hidden}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HeadConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown head options {sorted(unknown)}")
+        return cls(**d)
+
+
+def make_head(in_features: int, num_classes: int, cfg: HeadConfig) -> nn.Module:
+    if cfg.type == "linear":
+        return nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(in_features, num_classes))
+    return nn.Sequential(
+        nn.Linear(in_features, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, num_classes)
+    )
+
+
+class VestisModel(nn.Module):
+    """Backbone + a dict of heads. ``forward`` returns ``{head: logits}``."""
+
+    def __init__(self, backbone: nn.Module, backbone_name: str, preprocess: Preprocess,
+                 heads: dict[str, list[str]], head_cfg: HeadConfig, pretrained: bool):  # fmt: skip
+        super().__init__()
+        self.backbone = backbone
+        self.backbone_name = backbone_name
+        self.preprocess = preprocess
+        self.head_cfg = head_cfg
+        self.pretrained = pretrained
+        self.num_features = int(backbone.num_features)
+        self.classes: dict[str, list[str]] = {}
+        self.heads = nn.ModuleDict()
+        for name, classes in heads.items():
+            self.add_head(name, classes)
+
+    def add_head(self, name: str, classes: list[str]) -> None:
+        if len(classes) < 2:
+            raise ValueError(f"head {name!r} needs at least 2 classes, got {classes}")
+        self.classes[name] = list(classes)
+        self.heads[name] = make_head(self.num_features, len(classes), self.head_cfg)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def classify(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: head(feats) for name, head in self.heads.items()}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.classify(self.features(x))

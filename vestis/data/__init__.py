@@ -8,7 +8,16 @@ from vestis.data.folders import assign_splits, read_folder
 from vestis.data.images import ImageError, load_image
 from vestis.data.types import DataSet, Sample, Skipped
 
-__all__ = ["DataSet", "ImageError", "Sample", "Skipped", "assign_splits", "load_dataset", "load_image", "read_folder"]
+__all__ = [
+    "DataSet",
+    "ImageError",
+    "Sample",
+    "Skipped",
+    "assign_splits",
+    "load_dataset",
+    "load_image",
+    "read_folder",
+]
 
 
 def load_dataset(source: str | Path, images: str | Path | None = None, labels: list[str] | None = None,
@@ -20,7 +29,9 @@ def load_dataset(source: str | Path, images: str | Path | None = None, labels: l
     source = Path(source)
     if source.is_dir():
         if labels and len(labels) > 1:
-            raise ValueError("an image folder has one label (the folder name); use a catalogue CSV for several")
+            raise ValueError(
+                "an image folder has one label (the folder name); use a catalogue CSV for several"
+            )
         ds = read_folder(source, head=(labels or ["label"])[0])
     elif source.suffix.lower() in (".csv", ".tsv", ".txt") and source.is_file():
         from vestis.data.catalog import read_catalog, year_split

@@ -49,7 +49,9 @@ def read_folder(root: str | Path, head: str = "label") -> DataSet:
     return ds
 
 
-def assign_splits(ds: DataSet, val: float = 0.1, test: float = 0.1, seed: int = 0, by: str | None = None) -> DataSet:
+def assign_splits(
+    ds: DataSet, val: float = 0.1, test: float = 0.1, seed: int = 0, by: str | None = None
+) -> DataSet:
     """Give every sample without a split one, stratified by the ``by`` head (default: the first), seeded.
 
     Each class keeps at least one training image; classes too small for a validation/test share get none.
@@ -77,5 +79,7 @@ def assign_splits(ds: DataSet, val: float = 0.1, test: float = 0.1, seed: int = 
             start += max(n, 0)
         for s in members[start:]:
             s.split = "train"
-    ds.notes.append(f"split assigned (seed {seed}, validation {val:.0%}, test {test:.0%}, stratified by {by})")
+    ds.notes.append(
+        f"split assigned (seed {seed}, validation {val:.0%}, test {test:.0%}, stratified by {by})"
+    )
     return ds

@@ -68,7 +68,9 @@ def load_image(source: str | Path | bytes, min_size: int | None = None) -> Image
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > MAX_PIXELS:
-                raise ImageError(f"image too large ({w}x{h} > {MAX_PIXELS} pixels): possible decompression bomb")
+                raise ImageError(
+                    f"image too large ({w}x{h} > {MAX_PIXELS} pixels): possible decompression bomb"
+                )
             if min_size and img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
                 short = min(w, h)
                 scale = max(1, short // min_size)

@@ -48,7 +48,11 @@ def save_checkpoint(run_dir: str | Path, model: VestisModel, *, include_backbone
     ``dtype`` (e.g. torch.float16) stores floating weights smaller; they are cast back to fp32 on load."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = model.state_dict() if include_backbone else {"heads." + k: v for k, v in model.heads.state_dict().items()}
+    state = (
+        model.state_dict()
+        if include_backbone
+        else {"heads." + k: v for k, v in model.heads.state_dict().items()}
+    )
     tensors = {}
     for k, v in state.items():
         v = v.detach().cpu().contiguous()
@@ -80,10 +84,14 @@ def save_checkpoint(run_dir: str | Path, model: VestisModel, *, include_backbone
 def read_config(run_dir: str | Path) -> dict:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a vestis model: no {CONFIG} (train one with `vestis train`)")
+        raise FileNotFoundError(
+            f"{run_dir} is not a vestis model: no {CONFIG} (train one with `vestis train`)"
+        )
     config = json.loads(path.read_text())
     if config.get("format") != FORMAT:
-        raise ValueError(f"{path}: unsupported checkpoint format {config.get('format')!r} (this vestis reads {FORMAT})")
+        raise ValueError(
+            f"{path}: unsupported checkpoint format {config.get('format')!r} (this vestis reads {FORMAT})"
+        )
     return config
 
 
@@ -92,7 +100,9 @@ def resolve_model_dir(model: str | Path | None) -> Path:
     return BUNDLED if model in (None, "", "default") else Path(model)
 
 
-def load_checkpoint(run_dir: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[VestisModel, dict]:
+def load_checkpoint(
+    run_dir: str | Path | None = None, device: str | torch.device = "cpu"
+) -> tuple[VestisModel, dict]:
     """Rebuild the model from a run directory (``None``: the bundled default) in eval mode, with its config."""
     run_dir = resolve_model_dir(run_dir)
     config = read_config(run_dir)
@@ -109,8 +119,12 @@ def load_checkpoint(run_dir: str | Path | None = None, device: str | torch.devic
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if config["includes_backbone"] or k.startswith("heads.")]
     if missing or unexpected:
-        raise ValueError(f"{run_dir}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    if not config["includes_backbone"] and weights_fingerprint(model.backbone) != config.get("backbone_fingerprint"):
+        raise ValueError(
+            f"{run_dir}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    if not config["includes_backbone"] and weights_fingerprint(model.backbone) != config.get(
+        "backbone_fingerprint"
+    ):
         raise ValueError(
             f"{run_dir}: the head was trained on backbone weights {config.get('backbone_fingerprint')} but "
             f"{config['backbone']} now loads {weights_fingerprint(model.backbone)}; its predictions would be wrong"

@@ -39,7 +39,10 @@ def make_head(in_features: int, num_classes: int, cfg: HeadConfig) -> nn.Module:
     if cfg.type == "linear":
         return nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(in_features, num_classes))
     return nn.Sequential(
-        nn.Linear(in_features, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, num_classes)
+        nn.Linear(in_features, cfg.hidden),
+        nn.GELU(),
+        nn.Dropout(cfg.dropout),
+        nn.Linear(cfg.hidden, num_classes),
     )
 
 

@@ -63,7 +63,9 @@ def resolve_transform(pre: Preprocess, train: bool = False, augment: str = "ligh
     interp = _INTERP[pre.interpolation]
     norm = [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     if not train:
-        return T.Compose([T.Resize(pre.resize_size, interpolation=interp), T.CenterCrop(pre.input_size), *norm])
+        return T.Compose(
+            [T.Resize(pre.resize_size, interpolation=interp), T.CenterCrop(pre.input_size), *norm]
+        )
     ops = [T.RandomResizedCrop(pre.input_size, scale=(0.35, 1.0), interpolation=interp)]
     if augment != "none":
         ops.append(T.RandomHorizontalFlip())

@@ -96,7 +96,7 @@ def iterate_batches(items: list, transform, min_size: int, batch_size: int = 64,
 
 
 def default_workers() -> int:
-    return min(4, max(1, (os.cpu_count() or 1) // 2))
+    return min(4, os.cpu_count() or 1)
 
 
 def model_key(model: VestisModel, precision: str) -> str:
@@ -128,7 +128,9 @@ def extract_features(model: VestisModel, paths: list[str | Path], *, views: tupl
     precision = resolve_precision(device, precision)
     n, d = len(paths), model.num_features
     out = Features(np.zeros((n, len(views), d), np.float32), np.zeros(n, bool), {}, [None] * n)
-    store = FeatureCache(Path(cache_dir or default_cache_dir()) / model_key(model, precision)) if cache else None
+    store = (
+        FeatureCache(Path(cache_dir or default_cache_dir()) / model_key(model, precision)) if cache else None
+    )
 
     todo: list[tuple[int, int]] = []  # (path index, view index)
     for i, p in enumerate(tqdm(paths, desc="hashing", disable=not progress or n < 2000, leave=False)):
@@ -152,7 +154,9 @@ def extract_features(model: VestisModel, paths: list[str | Path], *, views: tupl
         flips = [views[v] == "flip" for _, v in todo]
         bar = tqdm(total=len(todo), desc=f"features {model.backbone_name}", unit="img", disable=not progress)
         pending_keys, pending = [], []
-        for idx, xs, errors in iterate_batches(items, transform, model.preprocess.resize_size, batch_size, workers, flips):
+        for idx, xs, errors in iterate_batches(
+            items, transform, model.preprocess.resize_size, batch_size, workers, flips
+        ):
             for j, err in errors:
                 i = todo[j][0]
                 out.errors[i], out.ok[i] = err, False

@@ -16,8 +16,8 @@ SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation"
 def _scan_classes(root: Path, head: str, split: str | None, ds: DataSet) -> None:
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for f in sorted(class_dir.rglob("*")):
-            if f.is_dir() or f.name.startswith("."):
-                continue
+            if f.is_dir() or any(part.startswith(".") for part in f.relative_to(class_dir).parts):
+                continue  # hidden files, and everything under hidden folders (.ipynb_checkpoints, ...)
             if is_image_path(f):
                 ds.samples.append(Sample(f, {head: class_dir.name}, split))
             else:
@@ -40,6 +40,9 @@ def read_folder(root: str | Path, head: str = "label") -> DataSet:
             _scan_classes(d, head, split, ds)
         for d in sorted(set(subdirs) - set(split_dirs)):
             ds.skipped.append(Skipped(str(d), "folder beside the split folders ignored"))
+        for f in sorted(root.iterdir()):
+            if f.is_file() and not f.name.startswith("."):
+                ds.skipped.append(Skipped(str(f), "file outside the split folders"))
         if "train" not in split_dirs.values():
             raise ValueError(f"{root}: split folders {sorted(p.name for p in split_dirs)} but no train/")
     else:
@@ -58,13 +61,17 @@ def assign_splits(
     If the data already has train but no validation split, the validation share is taken from train."""
     by = by or ds.heads[0]
     rng = random.Random(seed)
-    existing = {s.split for s in ds.samples}
     groups: dict[str | None, list[Sample]] = defaultdict(list)
-    if existing == {None}:
-        pool, fractions = ds.samples, (("test", test), ("validation", val))
-    elif "validation" not in existing and val > 0:
+    unassigned = [s for s in ds.samples if s.split is None]
+    if unassigned:  # all of them, or those a partly split data set left without one
+        pool, fractions = unassigned, (("test", test), ("validation", val))
+        note = f"split assigned to {len(unassigned)} samples (validation {val:.0%}, test {test:.0%}"
+    elif not any(s.split == "validation" for s in ds.samples) and val > 0:
         pool, fractions = [s for s in ds.samples if s.split == "train"], (("validation", val),)
+        note = f"validation split carved from train ({val:.0%}"
     else:
+        return ds
+    if not pool:
         return ds
     for s in pool:
         groups[s.labels.get(by)].append(s)
@@ -79,7 +86,5 @@ def assign_splits(
             start += max(n, 0)
         for s in members[start:]:
             s.split = "train"
-    ds.notes.append(
-        f"split assigned (seed {seed}, validation {val:.0%}, test {test:.0%}, stratified by {by})"
-    )
+    ds.notes.append(f"{note}, seed {seed}, stratified by {by})")
     return ds

@@ -131,17 +131,16 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _classify(model, xs: torch.Tensor, top_k: int, tta: bool, precision: str) -> list[dict]:
-    """A batch of transformed images -> one ``{head: [{label, score}]}`` per image."""
+def _classify(model, xs: torch.Tensor, top_k: int, precision: str) -> list[dict]:
+    """A batch of transformed images (B, V, 3, H, W) -> one ``{head: [{label, score}]}`` per image,
+    probabilities averaged over the V views (test-time augmentation)."""
     device = _device(model)
-    n = len(xs)
-    xs = torch.cat([xs, xs.flip(-1)]) if tta else xs
+    b, v = xs.shape[:2]
     with torch.inference_mode(), autocast(device, precision):
-        logits = model(xs.to(device))
-    rows: list[dict] = [{} for _ in range(n)]
+        logits = model(xs.flatten(0, 1).to(device))
+    rows: list[dict] = [{} for _ in range(b)]
     for head, z in logits.items():
-        p = z.float().softmax(-1)
-        p = (p[:n] + p[n:]) / 2 if tta else p
+        p = z.float().softmax(-1).view(b, v, -1).mean(1)
         k = min(top_k, p.shape[-1])
         scores, idx = (t.cpu().tolist() for t in p.topk(k, dim=-1))
         names = model.classes[head]
@@ -182,12 +181,13 @@ def predict(model, config: dict, inputs: list[str], cfg: PredictConfig) -> Itera
         transform = resolve_transform(model.preprocess)
         n_batches = -(-len(items) // cfg.batch_size)
         bar = tqdm(total=len(items), unit="img", desc="predict", disable=not cfg.progress or n_batches < 2)
-        batches = iterate_batches(items, transform, model.preprocess.resize_size, cfg.batch_size, cfg.workers)
+        views = ("plain", "flip") if cfg.tta else ("plain",)
+        batches = iterate_batches(items, transform, model.preprocess.resize_size, cfg.batch_size, cfg.workers, views)
         for idx, xs, errors in batches:
             for j, err in errors:
                 ready[where[j]] = {"input": expanded[where[j]][0], "error": err}
             if xs is not None:
-                rows = _classify(model, xs, cfg.top_k, cfg.tta, cfg.precision)
+                rows = _classify(model, xs, cfg.top_k, cfg.precision)
                 for j, preds in zip(idx.tolist(), rows, strict=True):
                     ready[where[j]] = {"input": expanded[where[j]][0], "predictions": preds}
             bar.update(len(idx) + len(errors))
@@ -213,12 +213,13 @@ def predict_images(model, images: list[Image.Image | bytes], top_k: int = 3, tta
                 img = _to_rgb(ImageOps.exif_transpose(img))
             else:
                 img = load_image(img, model.preprocess.resize_size)
-            xs.append(transform(img))
+            x = transform(img)
+            xs.append(torch.stack([x, x.flip(-1)]) if tta else x[None])
             ok.append(i)
         except (ImageError, OSError, ValueError) as e:
             out[i] = {"error": str(e) or type(e).__name__}
     if xs:
-        for i, preds in zip(ok, _classify(model, torch.stack(xs), top_k, tta, precision), strict=True):
+        for i, preds in zip(ok, _classify(model, torch.stack(xs), top_k, precision), strict=True):
             out[i] = {"predictions": preds}
     return out
 

@@ -137,9 +137,7 @@ def test_split_folders_without_train(tmp_path):
 
 
 def flat(n_per_class: dict[str, int]) -> DataSet:
-    samples = [
-        Sample(Path(f"{c}/{i}.jpg"), {"label": c}) for c, n in n_per_class.items() for i in range(n)
-    ]
+    samples = [Sample(Path(f"{c}/{i}.jpg"), {"label": c}) for c, n in n_per_class.items() for i in range(n)]
     return DataSet(samples, ["label"])
 
 

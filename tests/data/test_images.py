@@ -399,7 +399,14 @@ def test_max_pixels_applies_to_the_decoded_size(tmp_path, monkeypatch):
 def test_errors_are_only_image_errors(tmp_path):
     """Random byte soup with a real signature in front must never escape as another exception."""
     rng = np.random.default_rng(2)
-    heads = [b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"II*\x00", b"BM", b"RIFF\x00\x00\x00\x00WEBP"]
+    heads = [
+        b"\xff\xd8\xff\xe0",
+        b"\x89PNG\r\n\x1a\n",
+        b"GIF89a",
+        b"II*\x00",
+        b"BM",
+        b"RIFF\x00\x00\x00\x00WEBP",
+    ]
     for i, head in enumerate(heads):
         for n in (0, 10, 200):
             data = head + rng.integers(0, 256, n, dtype=np.uint8).tobytes()

@@ -63,8 +63,10 @@ class FeatureCache:
 
 
 class _Images(Dataset):
-    def __init__(self, items: list, transform, min_size: int, flip: list[bool]):
-        self.items, self.transform, self.min_size, self.flip = items, transform, min_size, flip
+    """Decodes each image once and returns its views stacked: (V, 3, H, W) ('flip' = mirrored)."""
+
+    def __init__(self, items: list, transform, min_size: int, views: tuple[str, ...] = ("plain",)):
+        self.items, self.transform, self.min_size, self.views = items, transform, min_size, views
 
     def __len__(self):
         return len(self.items)
@@ -72,9 +74,9 @@ class _Images(Dataset):
     def __getitem__(self, i):
         try:
             x = self.transform(load_image(self.items[i], self.min_size))
-            return i, (torch.flip(x, dims=[-1]) if self.flip[i] else x), ""
         except ImageError as e:
             return i, None, str(e)
+        return i, torch.stack([torch.flip(x, dims=[-1]) if v == "flip" else x for v in self.views]), ""
 
 
 def _collate(batch):
@@ -86,10 +88,10 @@ def _collate(batch):
 
 
 def iterate_batches(items: list, transform, min_size: int, batch_size: int = 64, workers: int | None = None,
-                    flip: list[bool] | None = None):  # fmt: skip
-    """Yield (indices, batch tensor or None, [(index, error)]) over ``items`` (paths or bytes)."""
+                    views: tuple[str, ...] = ("plain",)):  # fmt: skip
+    """Yield (indices, tensor (B, V, 3, H, W) or None, [(index, error)]) over ``items`` (paths or bytes)."""
     workers = default_workers() if workers is None else workers
-    ds = _Images(items, transform, min_size, flip or [False] * len(items))
+    ds = _Images(items, transform, min_size, views)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                         persistent_workers=False, prefetch_factor=4 if workers else None)  # fmt: skip
     yield from loader
@@ -132,7 +134,7 @@ def extract_features(model: VestisModel, paths: list[str | Path], *, views: tupl
         FeatureCache(Path(cache_dir or default_cache_dir()) / model_key(model, precision)) if cache else None
     )
 
-    todo: list[tuple[int, int]] = []  # (path index, view index)
+    todo: list[int] = []  # images with at least one view missing from the cache
     for i, p in enumerate(tqdm(paths, desc="hashing", disable=not progress or n < 2000, leave=False)):
         try:
             out.digests[i] = file_digest(Path(p).read_bytes())
@@ -140,34 +142,31 @@ def extract_features(model: VestisModel, paths: list[str | Path], *, views: tupl
             out.errors[i] = "file not found" if isinstance(e, FileNotFoundError) else f"cannot read file: {e}"
             continue
         out.ok[i] = True
-        for v, view in enumerate(views):
-            key = f"{out.digests[i]}:{view}"
-            if store is not None and key in store:
-                out.feats[i, v] = store[key]
-            else:
-                todo.append((i, v))
+        keys = [f"{out.digests[i]}:{view}" for view in views]
+        if store is not None and all(k in store for k in keys):
+            out.feats[i] = np.stack([store[k] for k in keys])
+        else:
+            todo.append(i)
 
     if todo:
         model = model.to(device).eval()
         transform = resolve_transform(model.preprocess)
-        items = [paths[i] for i, _ in todo]
-        flips = [views[v] == "flip" for _, v in todo]
         bar = tqdm(total=len(todo), desc=f"features {model.backbone_name}", unit="img", disable=not progress)
         pending_keys, pending = [], []
-        for idx, xs, errors in iterate_batches(
-            items, transform, model.preprocess.resize_size, batch_size, workers, flips
-        ):
+        batches = iterate_batches([paths[i] for i in todo], transform, model.preprocess.resize_size,
+                                  batch_size, workers, views)  # fmt: skip
+        for idx, xs, errors in batches:
             for j, err in errors:
-                i = todo[j][0]
-                out.errors[i], out.ok[i] = err, False
+                out.errors[todo[j]], out.ok[todo[j]] = err, False
             if xs is not None:
+                b, v = xs.shape[:2]
                 with autocast(device, precision):
-                    f = model.features(xs.to(device)).float().cpu().numpy()
-                for j, row in zip(idx.tolist(), f, strict=True):
-                    i, v = todo[j]
-                    out.feats[i, v] = row
-                    pending_keys.append(f"{out.digests[i]}:{views[v]}")
-                    pending.append(row)
+                    f = model.features(xs.flatten(0, 1).to(device)).float().cpu().numpy().reshape(b, v, d)
+                for j, rows in zip(idx.tolist(), f, strict=True):
+                    i = todo[j]
+                    out.feats[i] = rows
+                    pending_keys += [f"{out.digests[i]}:{view}" for view in views]
+                    pending += list(rows)
             bar.update(len(idx) + len(errors))
             if store is not None and len(pending) >= 2048:  # flush often: a crash loses little work
                 store.put(pending_keys, np.stack(pending))

@@ -182,7 +182,9 @@ def predict(model, config: dict, inputs: list[str], cfg: PredictConfig) -> Itera
         n_batches = -(-len(items) // cfg.batch_size)
         bar = tqdm(total=len(items), unit="img", desc="predict", disable=not cfg.progress or n_batches < 2)
         views = ("plain", "flip") if cfg.tta else ("plain",)
-        batches = iterate_batches(items, transform, model.preprocess.resize_size, cfg.batch_size, cfg.workers, views)
+        batches = iterate_batches(
+            items, transform, model.preprocess.resize_size, cfg.batch_size, cfg.workers, views
+        )
         for idx, xs, errors in batches:
             for j, err in errors:
                 ready[where[j]] = {"input": expanded[where[j]][0], "error": err}

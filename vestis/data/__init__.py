@@ -21,13 +21,17 @@ __all__ = [
 
 
 def load_dataset(source: str | Path, images: str | Path | None = None, labels: list[str] | None = None,
-                 val: float = 0.1, test: float = 0.1, seed: int = 0, split: str | None = None) -> DataSet:  # fmt: skip
+                 val: float = 0.1, test: float = 0.1, seed: int = 0, split: str | None = None,
+                 **catalog_options) -> DataSet:  # fmt: skip
     """A folder tree or a catalogue CSV, with every sample given a split.
 
     ``split``: None (folder splits, else a seeded stratified split) or 'year:even' (catalogues: even years
-    train, odd years test; validation is then carved from train)."""
+    train, odd years test; validation is then carved from train). ``catalog_options`` go to
+    :func:`vestis.data.catalog.read_catalog` (id_column, path_column, pattern, na_values)."""
     source = Path(source)
     if source.is_dir():
+        if catalog_options:
+            raise ValueError(f"{source} is a folder: {sorted(catalog_options)} apply to catalogue CSVs only")
         if labels and len(labels) > 1:
             raise ValueError(
                 "an image folder has one label (the folder name); use a catalogue CSV for several"
@@ -36,7 +40,7 @@ def load_dataset(source: str | Path, images: str | Path | None = None, labels: l
     elif source.suffix.lower() in (".csv", ".tsv", ".txt") and source.is_file():
         from vestis.data.catalog import read_catalog, year_split
 
-        ds = read_catalog(source, images=images, labels=labels or ["articleType"])
+        ds = read_catalog(source, images=images, labels=labels or ["articleType"], **catalog_options)
         if split and split.startswith("year:"):
             ds = year_split(ds, rule=split.split(":", 1)[1])
     elif not source.exists():

@@ -59,21 +59,30 @@ class VestisModel(nn.Module):
         self.pretrained = pretrained
         self.num_features = int(backbone.num_features)
         self.classes: dict[str, list[str]] = {}
+        self._keys: dict[str, str] = {}
         self.heads = nn.ModuleDict()
         for name, classes in heads.items():
             self.add_head(name, classes)
 
-    def add_head(self, name: str, classes: list[str]) -> None:
+    def add_head(self, name: str, classes: list[str], module: nn.Module | None = None) -> None:
+        """Add (or replace) head ``name``. Heads are stored under positional keys (h0, h1, ...), so any
+        label column name works, even ones like 'type' that clash with module attributes."""
         if len(classes) < 2:
             raise ValueError(f"head {name!r} needs at least 2 classes, got {classes}")
+        key = self._keys.setdefault(name, f"h{len(self._keys)}")
         self.classes[name] = list(classes)
-        self.heads[name] = make_head(self.num_features, len(classes), self.head_cfg)
+        self.heads[key] = (
+            module if module is not None else make_head(self.num_features, len(classes), self.head_cfg)
+        )
+
+    def head(self, name: str) -> nn.Module:
+        return self.heads[self._keys[name]]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
     def classify(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: head(feats) for name, head in self.heads.items()}
+        return {name: self.heads[key](feats) for name, key in self._keys.items()}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.classify(self.features(x))

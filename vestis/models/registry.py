@@ -137,3 +137,25 @@ def create_model(
     ``heads`` maps a head name (label column) to its class names; ``None`` gives a feature extractor only."""
     net, pre = create_backbone(backbone, pretrained)
     return VestisModel(net, canonical_name(backbone), pre, heads or {}, head or HeadConfig(), pretrained)
+
+
+def describe_backbones() -> str:
+    """The table `vestis models` prints: registered backbones with their preprocessing and size."""
+    rows = [("name", "weights", "input", "features", "params", "description")]
+    for spec in list_backbones():
+        net, pre = spec.build(False)
+        params = sum(p.numel() for p in net.parameters())
+        rows.append((spec.name, spec.source, f"{pre.input_size}px", str(net.num_features), f"{params / 1e6:.2f}M",
+                     spec.description))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows]
+    aliases = ", ".join(f"{a} -> {n}" for a, n in sorted(_ALIASES.items()))
+    lines += ["", f"aliases: {aliases}",
+              "Any timm architecture also works as --backbone (weights from the Hugging Face hub, needs internet);",
+              "list them with `vestis models --timm PATTERN`, e.g. --timm 'convnext*'."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def timm_names(pattern: str) -> str:
+    names = timm.list_models(pattern, pretrained=True)
+    return "\n".join(names) if names else f"no timm model with pretrained weights matches {pattern!r}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from vestis.models.registry import DEFAULT_BACKBONE
 from vestis.train.losses import LOSSES
@@ -17,6 +18,9 @@ class TrainConfig:
     out: str = "runs/train"
     images: str | None = None  # catalogue CSV: the image directory
     labels: list[str] | None = None  # label columns (heads); folders: one, named after the folder level
+    id_column: str = "id"  # catalogue CSV: the id column
+    path_column: str | None = None  # catalogue CSV: a column holding image paths (instead of pattern)
+    pattern: str = "{id}.jpg"  # catalogue CSV: image file name from the row's columns
     split: str | None = None  # None (folder splits / seeded split) or "year:even"
     val: float = 0.1  # validation share when the data has no validation split
     test: float = 0.1  # test share when the data has no splits at all
@@ -50,10 +54,19 @@ class TrainConfig:
             (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
             (self.select in ("top1", "macro_f1"), "select must be top1 or macro_f1"),
             (self.precision in ("fp32", "bf16", "auto"), "precision must be fp32, bf16 or auto"),
-            (0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1, "val/test shares must be in [0, 1)"),
-            (self.epochs >= 1 and self.batch_size >= 1 and self.hidden >= 1, "epochs, batch_size, hidden must be >= 1"),
+            (
+                0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1,
+                "val/test shares must be in [0, 1)",
+            ),
+            (
+                self.epochs >= 1 and self.batch_size >= 1 and self.hidden >= 1,
+                "epochs, batch_size, hidden must be >= 1",
+            ),
             (self.lr > 0, "lr must be > 0"),
-            (0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1, "dropout and label_smoothing must be in [0, 1)"),
+            (
+                0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1,
+                "dropout and label_smoothing must be in [0, 1)",
+            ),
             (self.min_per_class >= 1, "min_per_class must be >= 1"),
         ]
         for ok, msg in checks:
@@ -65,6 +78,14 @@ class TrainConfig:
     @property
     def weight_decays(self) -> list[float]:
         return list(self.weight_decay) if self.weight_decay else [1e-4, 1e-2, 1e-1]
+
+    def dataset_args(self) -> dict:
+        """Keyword arguments of :func:`vestis.data.load_dataset` (kept in the run, so evaluation re-reads the same)."""
+        args = dict(source=self.data, images=self.images, labels=self.labels, val=self.val, test=self.test,
+                    seed=self.seed, split=self.split)  # fmt: skip
+        if not Path(self.data).is_dir():
+            args.update(id_column=self.id_column, path_column=self.path_column, pattern=self.pattern)
+        return args
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -68,7 +68,7 @@ def fit_head(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
     head = make_head(d, num_classes, head_cfg)
     loss_fn = make_loss(cfg.loss, ytr, num_classes, cfg.label_smoothing)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=weight_decay)
-    batch = 256
+    batch = min(256, max(8, len(X) // 10))  # enough steps per epoch on small data
     steps = cfg.epochs * math.ceil(len(X) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
     best, best_state, best_epoch = -1.0, None, 0
@@ -106,8 +106,7 @@ def train_fast(cfg: TrainConfig) -> dict:
     """Train and save a fast-mode model into ``cfg.out``; returns the run summary (also in config.json)."""
     t0 = time.time()
     device = pick_device(cfg.device)
-    ds = load_dataset(cfg.data, images=cfg.images, labels=cfg.labels, val=cfg.val, test=cfg.test, seed=cfg.seed,
-                      split=cfg.split)  # fmt: skip
+    ds = load_dataset(**cfg.dataset_args())
     for note in ds.notes:
         _say(cfg, "data:", note)
     model = create_model(cfg.backbone, pretrained=cfg.pretrained)
@@ -124,17 +123,25 @@ def train_fast(cfg: TrainConfig) -> dict:
     plans, notes, grid_log = {}, [], []
     for head in ds.heads:
         lab = [s.labels.get(head) for s in ds.samples]
-        tr = [i for i, s in enumerate(ds.samples) if s.split == "train" and feats.ok[i] and lab[i] is not None]
+        tr = [
+            i for i, s in enumerate(ds.samples) if s.split == "train" and feats.ok[i] and lab[i] is not None
+        ]
         counts = Counter(lab[i] for i in tr)
         classes = sorted(c for c, k in counts.items() if k >= cfg.min_per_class)
         dropped = sorted(set(counts) - set(classes))
         if dropped:
-            notes.append(f"{head}: {len(dropped)} classes with < {cfg.min_per_class} training images dropped: {dropped[:10]}")
+            notes.append(
+                f"{head}: {len(dropped)} classes with < {cfg.min_per_class} training images dropped: {dropped[:10]}"
+            )
         if len(classes) < 2:
             raise ValueError(f"head {head!r}: need at least 2 classes with training images, found {classes}")
         index = {c: k for k, c in enumerate(classes)}
         tr = [i for i in tr if lab[i] in index]
-        va_all = [i for i, s in enumerate(ds.samples) if s.split == "validation" and feats.ok[i] and lab[i] is not None]
+        va_all = [
+            i
+            for i, s in enumerate(ds.samples)
+            if s.split == "validation" and feats.ok[i] and lab[i] is not None
+        ]
         va = [i for i in va_all if lab[i] in index]
         if len(va) < len(va_all):
             unseen = sorted({lab[i] for i in va_all} - set(index))
@@ -148,10 +155,14 @@ def train_fast(cfg: TrainConfig) -> dict:
         for wd in cfg.weight_decays:
             hc = HeadConfig(htype, cfg.hidden, cfg.dropout)
             for head, (classes, tr, va, y) in plans.items():
-                va_x = feats.feats[va] if len(va) else np.zeros((0, len(views), model.num_features), np.float32)
+                va_x = (
+                    feats.feats[va] if len(va) else np.zeros((0, len(views), model.num_features), np.float32)
+                )
                 fitted, score, epoch = fit_head(feats.feats[tr], y[tr], va_x, y[va] if len(va) else y[:0],
                                                 len(classes), hc, cfg, wd)  # fmt: skip
-                grid_log.append({"head": head, "type": htype, "weight_decay": wd, "val_score": score, "epoch": epoch})
+                grid_log.append(
+                    {"head": head, "type": htype, "weight_decay": wd, "val_score": score, "epoch": epoch}
+                )
                 _say(cfg, f"  {head:>16} {htype:>6} wd={wd:<7g} val {cfg.select}={score:.4f} (epoch {epoch})")
                 results.setdefault((htype, wd), {})[head] = (fitted, score)
     best_key = max(results, key=lambda k: np.mean([s for _, s in results[k].values()]))
@@ -160,18 +171,16 @@ def train_fast(cfg: TrainConfig) -> dict:
     model.head_cfg = HeadConfig(best_key[0], cfg.hidden, cfg.dropout)
     val_metrics = {}
     for head, (classes, _tr, va, y) in plans.items():
-        model.add_head(head, classes)
-        model.heads[head] = results[best_key][head][0]
+        model.add_head(head, classes, results[best_key][head][0])
         if len(va):
-            val_metrics[head] = compute_metrics(y[va], head_probs(model.heads[head], feats.feats[va]), classes)
+            val_metrics[head] = compute_metrics(y[va], head_probs(model.head(head), feats.feats[va]), classes)
             _say(cfg, format_table(val_metrics[head], title=f"validation · {head}"))
     for n in notes:
         _say(cfg, "note:", n)
 
     out = Path(cfg.out)
     counts = {sp: sum(1 for s in ds.samples if s.split == sp) for sp in ("train", "validation", "test")}
-    data_info = {"source": str(cfg.data), "images": cfg.images, "labels": ds.heads, "split": cfg.split,
-                 "seed": cfg.seed, "val": cfg.val, "test": cfg.test, "counts": counts,
+    data_info = {"source": str(cfg.data), "load": {**cfg.dataset_args(), "labels": ds.heads}, "counts": counts,
                  "fingerprint": data_fingerprint(ds, feats), "skipped": len(skipped)}  # fmt: skip
     summary_metrics = {"validation": {h: _brief(m) for h, m in val_metrics.items()}}
     save_checkpoint(out, model, metrics=summary_metrics, data=data_info,
@@ -181,7 +190,13 @@ def train_fast(cfg: TrainConfig) -> dict:
     atomic_write_text(out / "train_log.json", json.dumps({"grid": grid_log, "notes": notes,
                                                           "seconds": round(time.time() - t0, 1)}, indent=1))  # fmt: skip
     _say(cfg, f"saved {out} ({time.time() - t0:.0f}s)")
-    return {"out": str(out), "metrics": summary_metrics, "selected": best_key, "notes": notes, "skipped": len(skipped)}
+    return {
+        "out": str(out),
+        "metrics": summary_metrics,
+        "selected": best_key,
+        "notes": notes,
+        "skipped": len(skipped),
+    }
 
 
 def _brief(m: dict) -> dict:

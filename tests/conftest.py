@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny synthetic image sets (generated, seconds) and the path of the real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CLOTHING = SHARED / "clothing-dataset-small"
+PRODUCTS = SHARED / "fashion-product-images-small"
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not available at {path} (see ../shared/README.md)")
+    return path
+
+
+def make_image(path: Path, colour, size=(40, 48), seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    a = np.clip(np.array(colour)[None, None] + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255).astype(
+        np.uint8
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path)
+    return path
+
+
+@pytest.fixture
+def colour_folder(tmp_path) -> Path:
+    """root/{train,validation,test}/{red,green,blue}/*.png: trivially separable classes."""
+    root = tmp_path / "colours"
+    n = {"train": 10, "validation": 4, "test": 4}
+    for split, k in n.items():
+        for c, rgb in COLOURS.items():
+            for i in range(k):
+                make_image(root / split / c / f"{c}{i}.png", rgb, seed=hash((split, c, i)) % 2**32)
+    return root
+
+
+@pytest.fixture
+def cache_dir(tmp_path) -> Path:
+    return tmp_path / "cache"

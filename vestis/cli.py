@@ -1,0 +1,210 @@
+"""Command line: each subcommand parses its options and calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from vestis import __version__
+
+
+def _add_train(sub) -> None:
+    from vestis.train.config import HEADS, MODES, TrainConfig
+    from vestis.train.losses import LOSSES
+
+    p = sub.add_parser("train", help="train a classifier on an image folder or a catalogue CSV")
+    p.add_argument(
+        "data", help="image folder (root/{train,validation,test}/CLASS/* or root/CLASS/*) or catalogue .csv"
+    )
+    p.add_argument("--out", default="runs/train", help="run directory to write (default: runs/train)")
+    p.add_argument(
+        "--images", help="catalogue CSV: directory holding the images (default: images/ beside the CSV)"
+    )
+    p.add_argument("--label", dest="labels", action="append", help="label column (repeat for several heads)")
+    p.add_argument("--split", help="split rule for catalogues: year:even (even years train, odd years test)")
+    p.add_argument(
+        "--val", type=float, default=0.1, help="validation share when the data has no validation split"
+    )
+    p.add_argument("--test", type=float, default=0.1, help="test share when the data has no splits")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--backbone", default=TrainConfig.backbone, help="registered backbone or timm name (`vestis models`)"
+    )
+    p.add_argument(
+        "--no-pretrained", dest="pretrained", action="store_false", help="random initial backbone weights"
+    )
+    p.add_argument(
+        "--mode", choices=MODES, default="fast", help="fast: frozen backbone + cached features (default)"
+    )
+    p.add_argument(
+        "--head", choices=HEADS, default=TrainConfig.head, help="head type; auto chooses on validation"
+    )
+    p.add_argument("--hidden", type=int, default=TrainConfig.hidden, help="MLP head width")
+    p.add_argument("--dropout", type=float, default=TrainConfig.dropout)
+    p.add_argument("--loss", choices=LOSSES, default="ce", help="ce, weighted (class-weighted ce) or focal")
+    p.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing)
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument(
+        "--weight-decay", type=float, nargs="+", help="candidate weight decays (chosen on validation)"
+    )
+    p.add_argument(
+        "--select", choices=("top1", "macro_f1"), default="top1", help="validation metric for selection"
+    )
+    p.add_argument(
+        "--no-tta", dest="tta", action="store_false", help="no flipped views (train and test time)"
+    )
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--workers", type=int, help="image decoding processes (default: one per core, at most 4)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--no-cache", dest="cache", action="store_false", help="do not read or write the feature cache"
+    )
+    p.add_argument("--cache-dir", help="feature cache directory (default: $VESTIS_CACHE or ~/.cache/vestis)")
+    p.add_argument("--min-per-class", type=int, default=1, help="drop classes with fewer training images")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    p.set_defaults(func=_train, _config_fields={f.name for f in fields(TrainConfig)})
+
+
+def _train(args) -> int:
+    from vestis.train import TrainConfig, train
+
+    cfg = TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in args._config_fields})
+    summary = train(cfg)
+    if cfg.quiet:
+        print(json.dumps({"out": summary["out"], "validation": summary["metrics"].get("validation", {})}))
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="metrics, confusion matrix, error gallery and report for a trained run"
+    )
+    p.add_argument("run", nargs="?", help="run directory (default: the bundled model)")
+    p.add_argument("--split", default="test", help="train, validation, test or all (default: test)")
+    p.add_argument("--data", help="evaluate on other labelled data (folder or CSV) instead of the run's own")
+    p.add_argument("--images", help="with --data CSV: the image directory")
+    p.add_argument("--out", help="report directory (default: RUN/eval-SPLIT)")
+    tta = p.add_mutually_exclusive_group()
+    tta.add_argument(
+        "--tta", dest="tta", action="store_true", default=None, help="average with flipped images"
+    )
+    tta.add_argument("--no-tta", dest="tta", action="store_false", help="plain images only")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args) -> int:
+    from vestis.evaluate.runner import evaluate_run
+
+    report = evaluate_run(args.run, split=args.split, data=args.data, images=args.images, out=args.out,
+                          tta=args.tta, quiet=args.quiet)  # fmt: skip
+    if args.quiet:
+        print(
+            json.dumps({h: {k: m[k] for k in ("n", "top1", "macro_f1")} for h, m in report["heads"].items()})
+        )
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="labels for image files, folders, globs and http(s) URLs")
+    p.add_argument("inputs", nargs="+", help="image files, folders, glob patterns or http(s) URLs")
+    p.add_argument("--model", help="run directory (default: the bundled model)")
+    p.add_argument("--top-k", type=int, default=3)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="JSON Lines, one object per input")
+    out.add_argument("--csv", metavar="FILE", help="also write a CSV with one row per prediction")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per URL download")
+    p.add_argument("--max-mb", type=float, default=20.0, help="largest URL download accepted")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_predict)
+
+
+def _predict(args) -> int:
+    from pathlib import Path
+
+    from vestis.models.checkpoint import load_checkpoint
+    from vestis.predict import PredictConfig, predict, write_results
+
+    cfg = PredictConfig(top_k=args.top_k, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
+                        timeout=args.timeout, max_bytes=int(args.max_mb * 2**20), tta=args.tta,
+                        progress=not args.quiet and not args.json)  # fmt: skip
+    model, config = load_checkpoint(args.model)
+    results = predict(model, config, args.inputs, cfg)
+    n_ok, n_failed = write_results(results, "json" if args.json else "table", sys.stdout,
+                                   Path(args.csv) if args.csv else None)  # fmt: skip
+    if n_failed and not args.json:
+        print(f"{n_failed} of {n_ok + n_failed} inputs failed", file=sys.stderr)
+    return 1 if n_failed else 0
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="registered backbones (offline weights) and timm names")
+    p.add_argument(
+        "--timm", metavar="PATTERN", help="list timm architectures matching PATTERN (weights from the hub)"
+    )
+    p.set_defaults(func=_models)
+
+
+def _models(args) -> int:
+    from vestis.models.registry import describe_backbones, timm_names
+
+    print(timm_names(args.timm) if args.timm else describe_backbones())
+    return 0
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="data tools")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    q = dsub.add_parser("inspect", help="counts per class and split, unreadable files, duplicates, conflicts")
+    q.add_argument("path", help="image folder or catalogue CSV")
+    q.add_argument("--images", help="catalogue CSV: image directory")
+    q.add_argument("--label", dest="labels", action="append", help="label column (repeatable)")
+    q.add_argument("--split", help="split rule (year:even)")
+    q.add_argument(
+        "--no-check-images", dest="check_images", action="store_false", help="hash only, do not decode"
+    )
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=_inspect)
+
+
+def _inspect(args) -> int:
+    from vestis.data import load_dataset
+    from vestis.data.inspect import format_inspection, inspect_dataset
+
+    ds = load_dataset(args.path, images=args.images, labels=args.labels, split=args.split)
+    report = inspect_dataset(ds, check_images=args.check_images, progress=not (args.quiet or args.json))
+    print(json.dumps(report, indent=1) if args.json else format_inspection(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vestis", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"vestis {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_evaluate, _add_predict, _add_models, _add_data):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"vestis {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,88 @@
+"""``vestis evaluate``: score a trained run on a split of its data (or on other labelled data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vestis.data import Skipped, load_dataset
+from vestis.evaluate.metrics import compute_metrics, format_table
+from vestis.evaluate.report import write_report
+from vestis.models.checkpoint import load_checkpoint, resolve_model_dir
+from vestis.train.features import extract_features
+
+
+def head_probabilities(model, feats: np.ndarray) -> dict[str, np.ndarray]:
+    """Class probabilities per head from features (N, V, D), averaged over the V views."""
+    n, v, d = feats.shape
+    with torch.inference_mode():
+        logits = model.classify(torch.from_numpy(feats.reshape(n * v, d)).float())
+    return {h: torch.softmax(z.float(), -1).reshape(n, v, -1).mean(1).numpy() for h, z in logits.items()}
+
+
+def evaluate_run(run: str | Path | None, split: str = "test", data: str | None = None, images: str | None = None,
+                 out: str | Path | None = None, tta: bool | None = None, quiet: bool = False,
+                 cache_dir: str | None = None) -> dict:  # fmt: skip
+    """Metrics, plots and ``report.md`` for ``split`` ('all' for every sample) into ``out`` (default RUN/eval-SPLIT).
+
+    The data defaults to the run's own source, re-split with its seed, so 'test' is the split the run never saw."""
+    run_dir = resolve_model_dir(run)
+    model, config = load_checkpoint(run_dir)
+    info = config.get("data", {})
+    if data:
+        source = data
+        ds = load_dataset(data, images=images, labels=list(model.classes), val=0, test=0)
+        split = "all" if split == "test" and not any(s.split == "test" for s in ds.samples) else split
+    elif info.get("load"):
+        source = info["load"]["source"]
+        ds = load_dataset(**info["load"])
+    else:
+        raise ValueError(f"{run_dir}: the run records no data source; pass --data")
+    samples = ds.samples if split == "all" else ds.split(split)
+    if not samples:
+        raise ValueError(
+            f"no samples in split {split!r} (splits: {sorted({str(s.split) for s in ds.samples})})"
+        )
+    views = tuple(config.get("train_config", {}).get("views", ["plain"])) if tta is None else (
+        ("plain", "flip") if tta else ("plain",))  # fmt: skip
+    feats = extract_features(
+        model, [s.path for s in samples], views=views, progress=not quiet, cache_dir=cache_dir
+    )
+    skipped = [Skipped(str(samples[i].path), r) for i, r in sorted(feats.errors.items())]
+    probs = head_probabilities(model, feats.feats)
+    results, notes = {}, []
+    for head, classes in model.classes.items():
+        index = {c: k for k, c in enumerate(classes)}
+        keep = [i for i, s in enumerate(samples) if feats.ok[i] and s.labels.get(head) in index]
+        unknown = [s for i, s in enumerate(samples) if feats.ok[i] and s.labels.get(head) not in index]
+        if unknown:
+            labels = sorted({str(s.labels.get(head)) for s in unknown})
+            notes.append(f"{head}: {len(unknown)} images with labels the model does not know were not scored: "
+                         f"{labels[:10]}")  # fmt: skip
+        if not keep:
+            notes.append(f"{head}: nothing to score")
+            continue
+        y = np.array([index[samples[i].labels[head]] for i in keep])
+        p = probs[head][keep]
+        results[head] = {"metrics": compute_metrics(y, p, classes), "class_names": classes,
+                         "paths": [str(samples[i].path) for i in keep], "y_true": y, "probs": p}  # fmt: skip
+    if out is None:  # never write into the installed package's bundled model
+        out = (
+            run_dir / f"eval-{split}"
+            if run not in (None, "", "default")
+            else Path("runs") / f"eval-default-{split}"
+        )
+    out = Path(out)
+    report = write_report(out, results, split, skipped=skipped,
+                          extra={"model": str(run_dir), "data": str(source), "notes": notes, "views": list(views)})  # fmt: skip
+    if not quiet:
+        for head, r in results.items():
+            print(format_table(r["metrics"], title=f"{split} · {head}"))
+        for n in notes:
+            print("note:", n)
+        if skipped:
+            print(f"skipped {len(skipped)} unreadable images (see {out / 'report.md'})")
+        print(f"report: {out / 'report.md'}")
+    return report

@@ -35,7 +35,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     epochs: int = 60  # fast mode: head epochs
     lr: float = 1e-3
-    weight_decay: list[float] | None = None  # fast mode: grid chosen on validation (default 1e-4, 1e-2, 1e-1)
+    weight_decay: list[float] | None = None  # fast mode, MLP head: grid chosen on validation (default 1e-4, 1e-2, 1e-1)
+    c: list[float] | None = None  # fast mode, linear head: inverse L2 strengths tried (default 0.01, 0.03, 0.1, 0.3)
+    lbfgs_iter: int = 300  # fast mode, linear head: L-BFGS iterations at most
     select: str = "top1"  # validation metric for model selection: top1 or macro_f1
     tta: bool = True  # flip test-time augmentation (and flipped copies as training views in fast mode)
     batch_size: int = 64
@@ -68,6 +70,8 @@ class TrainConfig:
                 "dropout and label_smoothing must be in [0, 1)",
             ),
             (self.min_per_class >= 1, "min_per_class must be >= 1"),
+            (self.lbfgs_iter >= 1, "lbfgs_iter must be >= 1"),
+            (all(x > 0 for x in self.c or [1]), "c values must be > 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -86,6 +90,10 @@ class TrainConfig:
         if not Path(self.data).is_dir():
             args.update(id_column=self.id_column, path_column=self.path_column, pattern=self.pattern)
         return args
+
+    @property
+    def linear_c(self) -> list[float]:
+        return list(self.c) if self.c else [0.01, 0.03, 0.1, 0.3]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -54,20 +54,44 @@ def _fold_standardisation(head: nn.Module, mean: torch.Tensor, std: torch.Tensor
 
 
 def fit_head(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, num_classes: int,
-             head_cfg: HeadConfig, cfg: TrainConfig, weight_decay: float) -> tuple[nn.Module, float, int]:  # fmt: skip
-    """Train one head on features (N, V, D) (every view a training example); keep the epoch best on validation.
-    Returns (head taking raw features, best validation score, best epoch)."""
-    g = torch.Generator().manual_seed(cfg.seed)
+             head_cfg: HeadConfig, cfg: TrainConfig, reg: float) -> tuple[nn.Module, float, int]:  # fmt: skip
+    """Train one head on features (N, V, D), every view a training example, on standardised features.
+
+    linear: multinomial logistic regression (full-batch L-BFGS, L2 penalty ||W||^2 / (2 C n) with C = ``reg``);
+    mlp: AdamW (weight decay ``reg``), one-cycle schedule, the epoch best on validation kept.
+    Returns (head taking raw features, validation score, epochs or L-BFGS iterations)."""
     torch.manual_seed(cfg.seed)
     n, v, d = Xtr.shape
     X = torch.from_numpy(Xtr.reshape(n * v, d)).float()
     y = torch.from_numpy(np.repeat(ytr, v)).long()
     mean, std = X.mean(0), X.std(0).clamp_min(1e-6)
     X = (X - mean) / std
-    Xv = (Xva - mean.numpy()) / std.numpy()
+    Xv = ((Xva - mean.numpy()) / std.numpy()).astype(np.float32)
     head = make_head(d, num_classes, head_cfg)
     loss_fn = make_loss(cfg.loss, ytr, num_classes, cfg.label_smoothing)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=weight_decay)
+
+    def score() -> float:  # no validation data: every candidate scores 0 and the first is kept
+        return _score(head_probs(head, Xv), yva, cfg.select) if len(yva) else 0.0
+
+    if head_cfg.type == "linear":
+        linear = next(m for m in head.modules() if isinstance(m, nn.Linear))
+        opt = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=cfg.lbfgs_iter, history_size=20,
+                                line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)  # fmt: skip
+        head.eval()  # deterministic objective (no dropout) for the line search
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(head(X), y) + linear.weight.pow(2).sum() / (2 * reg * len(X))
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        iters = opt.state[opt._params[0]].get("n_iter", 0)
+        val_score = score()  # before folding: score() feeds standardised features
+        return _fold_standardisation(head.eval(), mean, std), val_score, int(iters)
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=reg)
     batch = min(256, max(8, len(X) // 10))  # enough steps per epoch on small data
     steps = cfg.epochs * math.ceil(len(X) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
@@ -79,14 +103,11 @@ def fit_head(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
             loss_fn(head(X[idx]), y[idx]).backward()
             opt.step()
             sched.step()
-        if len(yva):
-            score = _score(head_probs(head, Xv.astype(np.float32)), yva, cfg.select)
-        else:
-            score = float(epoch)  # no validation data: keep the last epoch
-        if score > best:
-            best, best_state, best_epoch = score, copy.deepcopy(head.state_dict()), epoch + 1
+        s = score() if len(yva) else float(epoch)  # no validation data: keep the last epoch
+        if s > best:
+            best, best_state, best_epoch = s, copy.deepcopy(head.state_dict()), epoch + 1
     head.load_state_dict(best_state)
-    return _fold_standardisation(head.eval(), mean, std), best, best_epoch
+    return _fold_standardisation(head.eval(), mean, std), (best if len(yva) else 0.0), best_epoch
 
 
 def data_fingerprint(ds: DataSet, feats: Features) -> str:
@@ -150,23 +171,23 @@ def train_fast(cfg: TrainConfig) -> dict:
         y = np.array([index.get(x, -1) for x in lab])
         plans[head] = (classes, np.array(tr), np.array(va), y)
 
-    results: dict[str, dict] = {}
+    results: dict[tuple, dict] = {}
     for htype in head_types:
-        for wd in cfg.weight_decays:
+        for reg in cfg.linear_c if htype == "linear" else cfg.weight_decays:
             hc = HeadConfig(htype, cfg.hidden, cfg.dropout)
             for head, (classes, tr, va, y) in plans.items():
                 va_x = (
                     feats.feats[va] if len(va) else np.zeros((0, len(views), model.num_features), np.float32)
                 )
-                fitted, score, epoch = fit_head(feats.feats[tr], y[tr], va_x, y[va] if len(va) else y[:0],
-                                                len(classes), hc, cfg, wd)  # fmt: skip
-                grid_log.append(
-                    {"head": head, "type": htype, "weight_decay": wd, "val_score": score, "epoch": epoch}
-                )
-                _say(cfg, f"  {head:>16} {htype:>6} wd={wd:<7g} val {cfg.select}={score:.4f} (epoch {epoch})")
-                results.setdefault((htype, wd), {})[head] = (fitted, score)
+                fitted, score, steps = fit_head(feats.feats[tr], y[tr], va_x, y[va] if len(va) else y[:0],
+                                                len(classes), hc, cfg, reg)  # fmt: skip
+                knob = "C" if htype == "linear" else "weight_decay"
+                grid_log.append({"head": head, "type": htype, knob: reg, "val_score": score, "steps": steps})
+                _say(cfg, f"  {head:>16} {htype:>6} {knob}={reg:<7g} val {cfg.select}={score:.4f}")
+                results.setdefault((htype, reg), {})[head] = (fitted, score)
     best_key = max(results, key=lambda k: np.mean([s for _, s in results[k].values()]))
-    _say(cfg, f"selected on validation: head={best_key[0]} weight_decay={best_key[1]:g}")
+    knob = "C" if best_key[0] == "linear" else "weight_decay"
+    _say(cfg, f"selected on validation: head={best_key[0]} {knob}={best_key[1]:g}")
 
     model.head_cfg = HeadConfig(best_key[0], cfg.hidden, cfg.dropout)
     val_metrics = {}
@@ -184,7 +205,7 @@ def train_fast(cfg: TrainConfig) -> dict:
                  "fingerprint": data_fingerprint(ds, feats), "skipped": len(skipped)}  # fmt: skip
     summary_metrics = {"validation": {h: _brief(m) for h, m in val_metrics.items()}}
     save_checkpoint(out, model, metrics=summary_metrics, data=data_info,
-                    train_config={**cfg.to_dict(), "selected": {"head": best_key[0], "weight_decay": best_key[1]},
+                    train_config={**cfg.to_dict(), "selected": {"head": best_key[0], knob: best_key[1]},
                                   "views": list(views)})  # fmt: skip
     atomic_write_text(out / "skipped.json", json.dumps([s.__dict__ for s in skipped], indent=1))
     atomic_write_text(out / "train_log.json", json.dumps({"grid": grid_log, "notes": notes,

@@ -66,7 +66,42 @@ def _add_train(sub) -> None:
     p.add_argument("--cache-dir", help="feature cache directory (default: $VESTIS_CACHE or ~/.cache/vestis)")
     p.add_argument("--min-per-class", type=int, default=1, help="drop classes with fewer training images")
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    _add_finetune(p)
     p.set_defaults(func=_train, _config_fields={f.name for f in fields(TrainConfig)})
+
+
+def _add_finetune(p) -> None:
+    from vestis.train.config import AUGMENTS, HEAD_INITS, SAMPLERS, TrainConfig
+
+    d = TrainConfig
+    g = p.add_argument_group(
+        "fine-tuning (--mode finetune; --epochs defaults to 15 per stage, --lr is the head's)"
+    )
+    g.add_argument(
+        "--backbone-lr-scale", type=float, default=d.backbone_lr_scale, help="backbone lr = lr * this"
+    )
+    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up, then cosine")
+    g.add_argument("--min-lr-scale", type=float, default=d.min_lr_scale, help="cosine ends at lr * this")
+    g.add_argument("--augment", choices=AUGMENTS, default=d.augment, help="after random-resized-crop (+flip)")
+    g.add_argument(
+        "--crop-scale", type=float, default=d.crop_scale, help="random-resized-crop: smallest area"
+    )
+    g.add_argument("--erase", type=float, default=d.erase, help="random-erasing probability")
+    g.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0: off)")
+    g.add_argument("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0: off)")
+    g.add_argument(
+        "--sampler", choices=SAMPLERS, default=d.sampler, help="balanced: classes drawn equally often"
+    )
+    g.add_argument("--ema-decay", type=float, default=d.ema_decay, help="weight EMA decay (0: off)")
+    g.add_argument("--patience", type=int, default=d.patience, help="early stopping epochs (0: off)")
+    g.add_argument("--head-init", choices=HEAD_INITS, default=d.head_init, help="probe: linear probe first")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--image-cache", action="store_true", help="decode and resize each image once, in memory")
+    g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="no RUN/tb events")
+    g.add_argument("--stages", help="staged classes, e.g. top:20,rest (then: rest = the other classes only, "
+                   "all = every class)")  # fmt: skip
+    g.add_argument("--resume", metavar="RUN", help="continue an interrupted finetune run from RUN/last")
 
 
 def _train(args) -> int:

@@ -78,6 +78,26 @@ class VestisModel(nn.Module):
     def head(self, name: str) -> nn.Module:
         return self.heads[self._keys[name]]
 
+    @torch.no_grad()
+    def grow_head(self, name: str, classes: list[str]) -> None:
+        """Give head ``name`` the classes ``classes`` (a superset of its own, in any order): the output layer is
+        rebuilt with the learned row (weights and bias) of each class it had; new classes get fresh rows."""
+        old = self.classes[name]
+        if set(old) - set(classes):
+            raise ValueError(f"head {name!r}: growing cannot drop classes {sorted(set(old) - set(classes))}")
+        head = self.head(name)
+        if not isinstance(head, nn.Sequential) or not isinstance(head[-1], nn.Linear):
+            raise ValueError(f"head {name!r}: cannot grow a head that does not end in a Linear layer")
+        last = head[-1]
+        new = nn.Linear(last.in_features, len(classes)).to(last.weight.device, last.weight.dtype)
+        rows = {c: i for i, c in enumerate(old)}
+        for i, c in enumerate(classes):
+            if c in rows:
+                new.weight[i] = last.weight[rows[c]]
+                new.bias[i] = last.bias[rows[c]]
+        head[-1] = new
+        self.classes[name] = list(classes)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 

@@ -54,19 +54,21 @@ class Preprocess:
         return cls(**d)
 
 
-def resolve_transform(pre: Preprocess, train: bool = False, augment: str = "light"):
+def resolve_transform(pre: Preprocess, train: bool = False, augment: str = "light", crop_scale: float = 0.35,
+                      erase: float = 0.0):  # fmt: skip
     """PIL RGB image -> normalised float tensor (3, S, S).
 
     Eval: resize the shorter side to ``resize_size``, centre-crop ``input_size``.
-    Train (used by the fine-tuning trainer): random-resized-crop + flip, plus ``augment``:
-    'none' (crop only), 'light' (+ flip), 'trivial' (TrivialAugmentWide) or 'randaug' (RandAugment)."""
+    Train (used by the fine-tuning trainer): random-resized-crop (area ``crop_scale``..1) + flip, plus ``augment``:
+    'none' (crop only), 'light' (+ flip), 'trivial' (TrivialAugmentWide) or 'randaug' (RandAugment);
+    ``erase``: probability of random erasing (after normalisation)."""
     interp = _INTERP[pre.interpolation]
     norm = [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     if not train:
         return T.Compose(
             [T.Resize(pre.resize_size, interpolation=interp), T.CenterCrop(pre.input_size), *norm]
         )
-    ops = [T.RandomResizedCrop(pre.input_size, scale=(0.35, 1.0), interpolation=interp)]
+    ops = [T.RandomResizedCrop(pre.input_size, scale=(crop_scale, 1.0), interpolation=interp)]
     if augment != "none":
         ops.append(T.RandomHorizontalFlip())
     if augment == "trivial":
@@ -75,6 +77,8 @@ def resolve_transform(pre: Preprocess, train: bool = False, augment: str = "ligh
         ops.append(T.RandAugment(interpolation=interp))
     elif augment not in ("none", "light"):
         raise ValueError(f"unknown augment {augment!r}; choose none, light, trivial or randaug")
+    if erase > 0:
+        norm.append(T.RandomErasing(p=erase, value=0))
     return T.Compose([*ops, *norm])
 
 

@@ -101,6 +101,31 @@ for _v in (0, 1, 2):
     )  # fmt: skip
 register_backbone(BackboneSpec("test_tiny", "random", "tiny 2-layer CNN for tests (seeded weights)", _tiny))
 
+
+class Concat(nn.Module):
+    """Several backbones on the same input, their pooled features concatenated (a feature-level ensemble)."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.num_features = sum(int(m.num_features) for m in members)
+
+    def forward(self, x):
+        return torch.cat([m(x) for m in self.members], dim=1)
+
+
+def _lite_ensemble(pretrained: bool):
+    built = [_lite(v)(pretrained) for v in (0, 1, 2)]
+    return Concat([m for m, _ in built]), built[-1][1]  # all three see Lite2's 260 px input
+
+
+register_backbone(
+    BackboneSpec("lite_ensemble", "offline",
+                 "EfficientNet-Lite0+1+2 features concatenated at 260 px (offline weights; ~5x Lite0's cost)",
+                 _lite_ensemble),
+    aliases=("lite012",),
+)  # fmt: skip
+
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
 

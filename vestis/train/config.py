@@ -10,6 +10,33 @@ from vestis.train.losses import LOSSES
 
 MODES = ("fast", "finetune")
 HEADS = ("linear", "mlp", "auto")
+AUGMENTS = ("none", "light", "trivial", "randaug")
+SAMPLERS = ("random", "balanced")
+HEAD_INITS = ("probe", "random")
+# options that may differ when a run is resumed (they do not change its result)
+RUNTIME_FIELDS = ("quiet", "workers", "device", "resume", "out", "cache", "cache_dir", "image_cache", "compile",
+                  "tensorboard")  # fmt: skip
+
+
+def parse_stages(spec: str | None) -> list[tuple[str, int]]:
+    """'top:20,rest' -> [('top', 20), ('rest', 0)]. A stage is top:N (the N most frequent classes),
+    rest (the classes no earlier stage had) or all; the head grows to every class seen so far."""
+    if not spec:
+        return []
+    stages = []
+    for part in spec.split(","):
+        name, _, n = part.strip().partition(":")
+        if name == "top" and n.isdigit() and int(n) >= 2:
+            stages.append(("top", int(n)))
+        elif name in ("rest", "all") and not n:
+            stages.append((name, 0))
+        else:
+            raise ValueError(
+                f"invalid training option: stage {part!r} in {spec!r}; use top:N (N >= 2), rest or all"
+            )
+    if len(stages) < 2 or stages[0][0] != "top" or any(s[0] == "top" for s in stages[1:]):
+        raise ValueError(f"invalid training option: stages {spec!r}: expected top:N followed by rest or all")
+    return stages
 
 
 @dataclass
@@ -33,10 +60,12 @@ class TrainConfig:
     dropout: float = 0.2
     loss: str = "ce"
     label_smoothing: float = 0.1
-    epochs: int = 60  # fast mode: head epochs
+    epochs: int | None = None  # None: 60 (fast mode: MLP head epochs) or 15 (finetune, per stage)
     lr: float = 1e-3
-    weight_decay: list[float] | None = None  # fast mode, MLP head: grid chosen on validation (default 1e-4, 1e-2, 1e-1)
-    c: list[float] | None = None  # fast mode, linear head: inverse L2 strengths tried (default 0.01, 0.03, 0.1, 0.3)
+    # fast mode, MLP head: grid chosen on validation (default 1e-2); finetune: one AdamW value (0.05)
+    weight_decay: list[float] | None = None
+    # fast mode, linear head: inverse L2 strengths tried (default 0.001 ... 0.1)
+    c: list[float] | None = None
     lbfgs_iter: int = 300  # fast mode, linear head: L-BFGS iterations at most
     select: str = "top1"  # validation metric for model selection: top1 or macro_f1
     tta: bool = True  # flip test-time augmentation (and flipped copies as training views in fast mode)
@@ -48,8 +77,30 @@ class TrainConfig:
     cache_dir: str | None = None
     min_per_class: int = 1  # classes with fewer training images are dropped from that head (reported)
     quiet: bool = False
+    # fine-tuning (mode finetune); lr is the head's learning rate
+    backbone_lr_scale: float = 0.1  # backbone lr = lr * this
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to lr * min_lr_scale
+    min_lr_scale: float = 0.01
+    augment: str = "trivial"  # none (crop), light (+flip), trivial (+TrivialAugmentWide), randaug
+    crop_scale: float = 0.35  # random-resized-crop: smallest area fraction
+    erase: float = 0.0  # random-erasing probability
+    mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 = off
+    cutmix: float = 0.0  # cutmix Beta(alpha, alpha); 0 = off (with both on, each batch uses one of them)
+    sampler: str = "random"  # random or balanced (each class drawn equally often, with replacement)
+    ema_decay: float = 0.999  # weight EMA (warm-up: min(decay, (1 + t) / (10 + t)) at step t); 0 = off
+    patience: int = 5  # stop a stage after this many epochs without a better validation score; 0 = never
+    head_init: str = "probe"  # probe (linear head fitted on frozen features first) or random
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model
+    image_cache: bool = False  # decode + resize every image once, keep it in memory
+    tensorboard: bool = True  # TensorBoard events in RUN/tb (when tensorboard is installed)
+    stages: str | None = None  # e.g. "top:20,rest": train on the 20 most frequent classes, then grow the head
+    resume: str | None = None  # a run directory to continue (its RUN/last state)
 
     def __post_init__(self):
+        if self.epochs is None:
+            self.epochs = 60 if self.mode == "fast" else 15
+        parse_stages(self.stages)
         checks = [
             (self.mode in MODES, f"mode must be one of {MODES}"),
             (self.head in HEADS, f"head must be one of {HEADS}"),
@@ -72,6 +123,32 @@ class TrainConfig:
             (self.min_per_class >= 1, "min_per_class must be >= 1"),
             (self.lbfgs_iter >= 1, "lbfgs_iter must be >= 1"),
             (all(x > 0 for x in self.c or [1]), "c values must be > 0"),
+            (self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}"),
+            (self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}"),
+            (self.head_init in HEAD_INITS, f"head_init must be one of {HEAD_INITS}"),
+            (self.backbone_lr_scale >= 0, "backbone_lr_scale must be >= 0"),
+            (
+                self.warmup_epochs >= 0 and 0 <= self.min_lr_scale <= 1,
+                "warmup_epochs >= 0, min_lr_scale in [0, 1]",
+            ),
+            (
+                0.05 <= self.crop_scale <= 1 and 0 <= self.erase <= 1,
+                "crop_scale in [0.05, 1], erase in [0, 1]",
+            ),
+            (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
+            (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
+            (self.patience >= 0, "patience must be >= 0"),
+            (all(x >= 0 for x in self.weight_decay or [0]), "weight_decay must be >= 0"),
+            (
+                self.mode != "finetune" or len(self.weight_decay or [0]) == 1,
+                "finetune takes one weight_decay value",
+            ),
+            (self.resume is None or self.mode == "finetune", "resume needs mode finetune"),
+            (not self.stages or self.mode == "finetune", "stages need mode finetune"),
+            (
+                not self.stages or self.labels is None or len(self.labels) == 1,
+                "stages need a single label column",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -81,7 +158,7 @@ class TrainConfig:
 
     @property
     def weight_decays(self) -> list[float]:
-        return list(self.weight_decay) if self.weight_decay else [1e-4, 1e-2, 1e-1]
+        return list(self.weight_decay) if self.weight_decay else [1e-2]
 
     def dataset_args(self) -> dict:
         """Keyword arguments of :func:`vestis.data.load_dataset` (kept in the run, so evaluation re-reads the same)."""
@@ -92,8 +169,12 @@ class TrainConfig:
         return args
 
     @property
+    def finetune_weight_decay(self) -> float:
+        return self.weight_decay[0] if self.weight_decay else 0.05
+
+    @property
     def linear_c(self) -> list[float]:
-        return list(self.c) if self.c else [0.01, 0.03, 0.1, 0.3]
+        return list(self.c) if self.c else [0.001, 0.003, 0.01, 0.03, 0.1]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,54 @@
+"""Fast-mode accuracy on clothing-dataset-small for each offline backbone: validation (used for every choice)
+and test (reported, never used to choose), with the wall time of training (features included).
+
+    .venv/bin/python benchmarks/bench_fast_accuracy.py [--backbones lite0 lite1 lite2 lite_ensemble] [--out runs/bench]
+
+Runs `vestis train` then `vestis evaluate --split test` per backbone (feature cache in OUT/cache; delete it
+for cold timings) and prints a markdown table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clothing-dataset-small"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backbones", nargs="+", default=["lite0", "lite1", "lite2", "lite_ensemble"])
+    ap.add_argument("--out", default="runs/bench")
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `vestis train` options")
+    args = ap.parse_args()
+    if not DATA.exists():
+        sys.exit(f"needs the shared data at {DATA}")
+    out = Path(args.out)
+    vestis = [sys.executable, "-m", "vestis"]
+    rows = []
+    for b in args.backbones:
+        run = out / b
+        t = time.time()
+        subprocess.run([*vestis, "train", str(DATA), "--backbone", b, "--out", str(run), "--cache-dir",
+                        str(out / "cache"), "--quiet", *args.extra], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        train_s = time.time() - t
+        subprocess.run([*vestis, "evaluate", str(run), "--split", "test", "--quiet"], check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+        cfg = json.loads((run / "config.json").read_text())
+        val = cfg["metrics"]["validation"]["label"]
+        test = json.loads((run / "eval-test" / "metrics.json").read_text())["heads"]["label"]
+        sel = cfg["train_config"]["selected"]
+        rows.append((b, sel, val["top1"], val["macro_f1"], test["top1"], test["macro_f1"], train_s))
+        print(f"{b}: val {val['top1']:.4f} test {test['top1']:.4f} ({train_s:.0f}s)", flush=True)
+    print("\n| backbone | head (chosen on val) | val top-1 | val macro-F1 | test top-1 | test macro-F1 | train s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for b, sel, vt, vf, tt, tf, s in rows:
+        knob = ", ".join(f"{k}={v}" for k, v in sel.items() if k != "head")
+        print(f"| {b} | {sel['head']} ({knob}) | {vt:.4f} | {vf:.4f} | {tt:.4f} | {tf:.4f} | {s:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -43,7 +43,9 @@ def main() -> None:
         sel = cfg["train_config"]["selected"]
         rows.append((b, sel, val["top1"], val["macro_f1"], test["top1"], test["macro_f1"], train_s))
         print(f"{b}: val {val['top1']:.4f} test {test['top1']:.4f} ({train_s:.0f}s)", flush=True)
-    print("\n| backbone | head (chosen on val) | val top-1 | val macro-F1 | test top-1 | test macro-F1 | train s |")
+    print(
+        "\n| backbone | head (chosen on val) | val top-1 | val macro-F1 | test top-1 | test macro-F1 | train s |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     for b, sel, vt, vf, tt, tf, s in rows:
         knob = ", ".join(f"{k}={v}" for k, v in sel.items() if k != "head")

@@ -72,7 +72,12 @@ def run_variant(name: str, backbone: str, paths: list[str], batch: int) -> dict:
                          cache=False, progress=False)  # fmt: skip
     total_s = time.perf_counter() - t
     n = len(paths)
-    return {"variant": name, "decode_img_s": n / decode_s, "model_img_s": n / model_s, "end_to_end_img_s": n / total_s}
+    return {
+        "variant": name,
+        "decode_img_s": n / decode_s,
+        "model_img_s": n / model_s,
+        "end_to_end_img_s": n / total_s,
+    }
 
 
 def decode_large(paths: list[str], size: int = 256) -> list[dict]:
@@ -110,7 +115,9 @@ def main() -> None:
     args = ap.parse_args()
     if not DATA.exists():
         sys.exit(f"needs the shared data at {DATA}")
-    paths = sorted(str(p) for p in DATA.glob("test/*/*.jpg")) + sorted(str(p) for p in DATA.glob("validation/*/*.jpg"))
+    paths = sorted(str(p) for p in DATA.glob("test/*/*.jpg")) + sorted(
+        str(p) for p in DATA.glob("validation/*/*.jpg")
+    )
     paths = paths[: args.n]
     if args.variant:
         print(json.dumps(run_variant(args.variant, args.backbone, paths, args.batch)))
@@ -126,7 +133,10 @@ def main() -> None:
                "--batch", str(args.batch)]  # fmt: skip
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
-        print(f"{name:>9}: " + "  ".join(f"{k}={v:.1f}" for k, v in rows[-1].items() if k != "variant"), flush=True)
+        print(
+            f"{name:>9}: " + "  ".join(f"{k}={v:.1f}" for k, v in rows[-1].items() if k != "variant"),
+            flush=True,
+        )
     base = rows[0]["end_to_end_img_s"]
     print(f"\n{args.backbone}, {len(paths)} images, batch {args.batch}, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}")  # fmt: skip
@@ -140,7 +150,9 @@ def main() -> None:
     for r in large:
         print(f"| {r['decoder']} | {r['img_s']:.0f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"backbone": args.backbone, "n": len(paths), "rows": rows, "large": large}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"backbone": args.backbone, "n": len(paths), "rows": rows, "large": large}, indent=1)
+        )
 
 
 if __name__ == "__main__":

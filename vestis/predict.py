@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from vestis import __version__
-from vestis.data.images import ImageError, _to_rgb, is_image_path, load_image
+from vestis.data.images import ImageError, is_image_path, load_image, to_rgb
 from vestis.models.preprocess import resolve_transform
 from vestis.runtime import autocast, tune_allocator
 from vestis.train.features import iterate_batches
@@ -212,7 +212,7 @@ def predict_images(model, images: list[Image.Image | bytes], top_k: int = 3, tta
     for i, img in enumerate(images):
         try:
             if isinstance(img, Image.Image):
-                img = _to_rgb(ImageOps.exif_transpose(img))
+                img = to_rgb(ImageOps.exif_transpose(img))
             else:
                 img = load_image(img, model.preprocess.resize_size)
             x = transform(img)

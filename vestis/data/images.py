@@ -47,7 +47,8 @@ def _grey_to_uint8(img: Image.Image) -> np.ndarray:
     return np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB: transparency onto white, 16-bit and float rescaled by their range (not clipped)."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return Image.fromarray(_grey_to_uint8(img), "L").convert("RGB")
@@ -101,7 +102,7 @@ def load_image(source: str | Path | bytes, min_size: int | None = None) -> Image
                 )
             img = ImageOps.exif_transpose(img)  # also loads the pixels
             img.load()
-            return _to_rgb(img)
+            return to_rgb(img)
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

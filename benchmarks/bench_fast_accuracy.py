@@ -22,6 +22,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backbones", nargs="+", default=["lite0", "lite1", "lite2", "lite_ensemble"])
     ap.add_argument("--out", default="runs/bench")
+    ap.add_argument("--cache-dir", help="feature cache (default OUT/cache; a warm cache makes 'train s' head-only)")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `vestis train` options")
     args = ap.parse_args()
     if not DATA.exists():
@@ -33,9 +34,10 @@ def main() -> None:
         run = out / b
         t = time.time()
         subprocess.run([*vestis, "train", str(DATA), "--backbone", b, "--out", str(run), "--cache-dir",
-                        str(out / "cache"), "--quiet", *args.extra], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+                        args.cache_dir or str(out / "cache"), "--quiet", *args.extra], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
         train_s = time.time() - t
-        subprocess.run([*vestis, "evaluate", str(run), "--split", "test", "--quiet"], check=True,
+        cache = args.cache_dir or str(out / "cache")
+        subprocess.run([*vestis, "evaluate", str(run), "--split", "test", "--quiet", "--cache-dir", cache], check=True,
                        stdout=subprocess.DEVNULL)  # fmt: skip
         cfg = json.loads((run / "config.json").read_text())
         val = cfg["metrics"]["validation"]["label"]

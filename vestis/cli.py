@@ -123,6 +123,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--data", help="evaluate on other labelled data (folder or CSV) instead of the run's own")
     p.add_argument("--images", help="with --data CSV: the image directory")
     p.add_argument("--out", help="report directory (default: RUN/eval-SPLIT)")
+    p.add_argument("--cache-dir", help="feature cache directory (default: $VESTIS_CACHE or ~/.cache/vestis)")
     tta = p.add_mutually_exclusive_group()
     tta.add_argument(
         "--tta", dest="tta", action="store_true", default=None, help="average with flipped images"
@@ -136,7 +137,7 @@ def _evaluate(args) -> int:
     from vestis.evaluate.runner import evaluate_run
 
     report = evaluate_run(args.run, split=args.split, data=args.data, images=args.images, out=args.out,
-                          tta=args.tta, quiet=args.quiet)  # fmt: skip
+                          tta=args.tta, quiet=args.quiet, cache_dir=args.cache_dir)  # fmt: skip
     if args.quiet:
         print(
             json.dumps({h: {k: m[k] for k in ("n", "top1", "macro_f1")} for h, m in report["heads"].items()})

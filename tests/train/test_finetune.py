@@ -259,3 +259,26 @@ def test_staged_classes_grow_head_and_report_groups(tmp_path, monkeypatch):
     assert config["train_config"]["groups"][0] == {"stage": "top:3", "classes": ["blue", "green", "red"]}
     report = evaluate_run(tmp_path / "run", split="test", quiet=True, cache_dir=str(tmp_path / "cache"))
     assert any("grey" in n for n in report["notes"])
+
+
+def test_plan_stages_rest_and_all():
+    from vestis.data import DataSet, Sample
+    from vestis.train.finetune import plan_stages
+
+    counts = {"a": 9, "b": 7, "c": 5, "d": 3, "e": 1}
+    samples = [Sample(Path(f"{c}{i}.jpg"), {"t": c}, "train") for c, n in counts.items() for i in range(n)]
+    samples.append(Sample(Path("z.jpg"), {"t": "z"}, "test"))  # a class without training images
+    ds = DataSet(samples, ["t"])
+    notes = []
+    rest = plan_stages(
+        ds, TrainConfig(data="x", mode="finetune", stages="top:2,rest", min_per_class=2), notes
+    )
+    assert [(s.name, s.group, s.classes["t"], sorted(s.train["t"])) for s in rest] == [
+        ("top:2", ["a", "b"], ["a", "b"], ["a", "b"]),
+        ("rest", ["c", "d"], ["a", "b", "c", "d"], ["c", "d"]),  # trains on the rest only
+    ]
+    assert any("'e'" in n and "dropped" in n for n in notes) and any("'z'" in n for n in notes)
+    every = plan_stages(ds, TrainConfig(data="x", mode="finetune", stages="top:2,all"), [])
+    assert sorted(every[1].train["t"]) == ["a", "b", "c", "d", "e"]  # fine-tunes on every class
+    with pytest.raises(ValueError, match="nothing"):
+        plan_stages(ds, TrainConfig(data="x", mode="finetune", stages="top:5,rest"), [])

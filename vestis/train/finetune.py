@@ -53,6 +53,12 @@ from vestis.train.losses import make_loss
 from vestis.train.sampler import EpochSampler, ImageSet, build_image_cache, make_loader
 
 STATE_FORMAT = 1
+PROBE_C = (
+    0.1,
+    0.3,
+    1.0,
+    3.0,
+)  # raw pooled features are ~3x smaller than standardised ones: ~10x fast mode's C
 
 
 # ---------------------------------------------------------------------------------------------- data plan
@@ -186,7 +192,7 @@ def rng_state() -> dict:
     np_state = np.random.get_state()
     py = random.getstate()
     return {"torch": _b64(torch.get_rng_state()),
-            "cuda": [_b64(s) for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+            "cuda": [_b64(torch.cuda.get_rng_state())] if torch.cuda.is_initialized() else [],  # this GPU
             "numpy": [np_state[0], np_state[1].tolist(), *map(float, np_state[2:])],
             "python": [py[0], list(py[1]), py[2]]}  # fmt: skip
 
@@ -194,7 +200,7 @@ def rng_state() -> dict:
 def set_rng_state(s: dict) -> None:
     torch.set_rng_state(_unb64(s["torch"]))
     if s["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([_unb64(x) for x in s["cuda"]])
+        torch.cuda.set_rng_state(_unb64(s["cuda"][0]))
     n = s["numpy"]
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), int(n[2]), int(n[3]), float(n[4])))
     random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
@@ -349,12 +355,13 @@ def _load_weights(model, tensors: dict) -> None:
 
 def fit_probe(x, y, xv, yv, num_classes: int, head_cfg: HeadConfig, cfg: TrainConfig) -> tuple:
     """Multinomial logistic regression on raw frozen features (full-batch L-BFGS, penalty ||W||^2 / (2 C n)), C
-    from ``cfg.linear_c`` chosen on validation. Raw, not standardised features: folding a standardisation
-    into the weights would amplify near-constant features, which fine-tuning then moves. -> (head, score, C)."""
+    from ``cfg.c`` (default :data:`PROBE_C`) chosen on validation. Raw, not standardised features: folding a
+    standardisation into the weights would amplify near-constant features, which fine-tuning then moves.
+    Returns (head, validation score, C)."""
     X, Y, Xv = (torch.from_numpy(a).float() for a in (x, y, xv))
     Y = Y.long()
     best = None
-    for c in cfg.linear_c:
+    for c in cfg.c or PROBE_C:
         torch.manual_seed(cfg.seed)
         head = make_head(X.shape[1], num_classes, head_cfg).eval()  # eval: no dropout in the objective
         lin = head[-1]
@@ -544,7 +551,6 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
 
     for si in range(state["stage"] if state else 0, len(stages)):
         restore = state if state is not None and state["stage"] == si else None
-        fit = None
         if not restore or not restore["stage_done"]:
             fit = _start_stage(run, si, restore)
             stop = False
@@ -561,7 +567,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
     return summary
 
 
-def _stage_split(run: Run, st: Stage, split: str, classes: dict) -> list[int]:
+def _stage_split(run: Run, split: str, classes: dict) -> list[int]:
     return [i for i, s in enumerate(run.ds.samples)
             if s.split == split and any(s.labels.get(h) in classes[h] for h in run.ds.heads)]  # fmt: skip
 
@@ -569,7 +575,7 @@ def _stage_split(run: Run, st: Stage, split: str, classes: dict) -> list[int]:
 def _start_stage(run: Run, si: int, restore: dict | None) -> Fit:
     """The model for stage ``si`` (probed, grown from the last stage's best, or as saved), and its optimizer."""
     cfg, model, st, heads = run.cfg, run.model, run.stages[si], run.ds.heads
-    tr, va = _stage_split(run, st, "train", st.train), _stage_split(run, st, "validation", st.classes)
+    tr, va = _stage_split(run, "train", st.train), _stage_split(run, "validation", st.classes)
     ytr, yva = _targets(run.ds, st.classes, tr), _targets(run.ds, st.classes, va)
     _seed(cfg, 10_000 + si, 0)  # head init: the same numbers in every process and on resume
     if restore:
@@ -757,7 +763,7 @@ def _evaluate_best(run: Run, va: list[int]):
 
 def _group_report(run: Run, si: int) -> dict:
     st, h = run.stages[si], run.ds.heads[0]
-    va = _stage_split(run, st, "validation", st.classes)
+    va = _stage_split(run, "validation", st.classes)
     model, probs, ok = _evaluate_best(run, va)
     y = _targets(run.ds, model.classes, va)[h]
     res = {"stage": st.name, "groups": {}}

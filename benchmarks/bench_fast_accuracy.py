@@ -22,7 +22,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backbones", nargs="+", default=["lite0", "lite1", "lite2", "lite_ensemble"])
     ap.add_argument("--out", default="runs/bench")
-    ap.add_argument("--cache-dir", help="feature cache (default OUT/cache; a warm cache makes 'train s' head-only)")
+    ap.add_argument(
+        "--cache-dir", help="feature cache (default OUT/cache; a warm cache makes 'train s' head-only)"
+    )
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `vestis train` options")
     args = ap.parse_args()
     if not DATA.exists():

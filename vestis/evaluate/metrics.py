@@ -165,3 +165,9 @@ def format_table(metrics: dict, title: str = "") -> str:
             out.append(f"{label:<12} {metrics[key]:.4f}")
     out.append(f"{'n':<12} {metrics['n']}")
     return "\n".join(out)
+
+
+def summarize(metrics: dict) -> dict:
+    """The headline figures of a :func:`compute_metrics` result (what a checkpoint's config.json keeps)."""
+    keys = ("n", "top1", "top_k", "macro_f1", "weighted_f1", "balanced_accuracy")
+    return {k: metrics[k] for k in keys if k in metrics}

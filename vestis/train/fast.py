@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from vestis.data import DataSet, Skipped, load_dataset
-from vestis.evaluate import compute_metrics, format_table
+from vestis.evaluate import compute_metrics, format_table, summarize
 from vestis.models.checkpoint import atomic_write_text, save_checkpoint
 from vestis.models.heads import HeadConfig, make_head
 from vestis.models.registry import create_model
@@ -203,7 +203,7 @@ def train_fast(cfg: TrainConfig) -> dict:
     counts = {sp: sum(1 for s in ds.samples if s.split == sp) for sp in ("train", "validation", "test")}
     data_info = {"source": str(cfg.data), "load": {**cfg.dataset_args(), "labels": ds.heads}, "counts": counts,
                  "fingerprint": data_fingerprint(ds, feats), "skipped": len(skipped)}  # fmt: skip
-    summary_metrics = {"validation": {h: _brief(m) for h, m in val_metrics.items()}}
+    summary_metrics = {"validation": {h: summarize(m) for h, m in val_metrics.items()}}
     save_checkpoint(out, model, metrics=summary_metrics, data=data_info,
                     train_config={**cfg.to_dict(), "selected": {"head": best_key[0], knob: best_key[1]},
                                   "views": list(views)})  # fmt: skip
@@ -218,7 +218,3 @@ def train_fast(cfg: TrainConfig) -> dict:
         "notes": notes,
         "skipped": len(skipped),
     }
-
-
-def _brief(m: dict) -> dict:
-    return {k: m[k] for k in ("n", "top1", "top_k", "macro_f1", "weighted_f1", "balanced_accuracy") if k in m}

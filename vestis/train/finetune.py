@@ -39,7 +39,7 @@ from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 
 from vestis.data import Skipped, load_dataset
-from vestis.evaluate import format_table
+from vestis.evaluate import format_table, summarize
 from vestis.models.checkpoint import WEIGHTS, atomic_write_text, read_config, save_checkpoint
 from vestis.models.heads import HeadConfig, make_head
 from vestis.models.preprocess import resolve_transform
@@ -301,10 +301,6 @@ def predict_probs(model, loader, n: int, device, precision: str, channels_last: 
             probs[h][idx.numpy()] = torch.softmax(z.float(), -1).reshape(b, v, -1).mean(1).cpu().numpy()
         ok[idx.numpy()] = True
     return probs, ok, errors
-
-
-def _brief(m: dict) -> dict:
-    return {k: m[k] for k in ("n", "top1", "top_k", "macro_f1", "weighted_f1", "balanced_accuracy") if k in m}
 
 
 # ------------------------------------------------------------------------------------------- distributed
@@ -703,7 +699,7 @@ def _validate_and_save(
     if improved:
         fit.best, fit.best_epoch, fit.since = score, run.epoch, 0
         save_checkpoint(run.run_dir, eval_model, include_backbone=True, data=run.data_info(),
-                        metrics={"validation": {h: _brief(m) for h, m in val["heads"].items()},
+                        metrics={"validation": {h: summarize(m) for h, m in val["heads"].items()},
                                  "best_epoch": run.epoch, "stage": st.name},
                         train_config=run.train_config())  # fmt: skip
     else:
@@ -807,7 +803,7 @@ def _finish(run: Run) -> dict:
                 f"effect of the later stages on group {g}: top-1 {e['top1_before']:.4f} -> {e['top1_after']:.4f}"
             )
     best = read_config(run.run_dir)["metrics"].get("best_epoch")
-    metrics = {"validation": {h: _brief(m) for h, m in val["heads"].items()}, "best_epoch": best,
+    metrics = {"validation": {h: summarize(m) for h, m in val["heads"].items()}, "best_epoch": best,
                "stage": stages[-1].name}  # fmt: skip
     if groups:
         metrics["groups"] = groups

@@ -37,15 +37,18 @@ def pick_device(device: str | None = None):
     return torch.device(device)
 
 
+def _cpu_has(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return flag in f.read()
+    except OSError:
+        return False
+
+
 def cpu_supports_bf16() -> bool:
     """AMX or AVX512-BF16 make bf16 autocast a real speed-up for inference on CPU; without them it is slower.
     (Measured on the 2-core AVX512-BF16 machine of docs/BENCHMARKS.md: Lite0 features 2.8x faster than fp32.)"""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return _cpu_has("amx_bf16") or _cpu_has("avx512_bf16")
 
 
 def autocast(device, precision: str):
@@ -60,8 +63,14 @@ def autocast(device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def resolve_precision(device, precision: str) -> str:
-    """'auto' becomes 'bf16' on GPUs and on CPUs with bf16 units, else 'fp32'."""
-    if precision == "auto":
-        return "bf16" if (device.type == "cuda" or cpu_supports_bf16()) else "fp32"
-    return precision
+def resolve_precision(device, precision: str, training: bool = False) -> str:
+    """'auto' becomes 'bf16' on GPUs and, on CPUs, where bf16 units make it faster: for inference any
+    AVX512-BF16/AMX CPU; for training only AMX (on AVX512-BF16 alone bf16 training measured slower than
+    fp32 — docs/BENCHMARKS.md). Otherwise 'fp32'."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16"
+    if training:
+        return "bf16" if _cpu_has("amx_bf16") else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"

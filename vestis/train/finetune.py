@@ -524,7 +524,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
     stages = plan_stages(ds, cfg, notes)
     _seed(cfg, 0, 0)  # the same random initial weights (--no-pretrained) in every process
     head_cfg = HeadConfig("mlp" if cfg.head == "mlp" else "linear", cfg.hidden, cfg.dropout)
-    run = Run(cfg, rank, world, device, resolve_precision(device, cfg.precision),
+    run = Run(cfg, rank, world, device, resolve_precision(device, cfg.precision, training=True),
               default_workers() if cfg.workers is None else cfg.workers, ds, stages,
               create_model(cfg.backbone, pretrained=cfg.pretrained, head=head_cfg), notes,
               dict(state["bad"]) if state else {}, list(state["stage_results"]) if state else [],

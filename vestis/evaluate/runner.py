@@ -5,21 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vestis.data import Skipped, load_dataset
 from vestis.evaluate.metrics import compute_metrics, format_table
 from vestis.evaluate.report import write_report
 from vestis.models.checkpoint import load_checkpoint, resolve_model_dir
+from vestis.train.fast import head_probs
 from vestis.train.features import extract_features
-
-
-def head_probabilities(model, feats: np.ndarray) -> dict[str, np.ndarray]:
-    """Class probabilities per head from features (N, V, D), averaged over the V views."""
-    n, v, d = feats.shape
-    with torch.inference_mode():
-        logits = model.classify(torch.from_numpy(feats.reshape(n * v, d)).float())
-    return {h: torch.softmax(z.float(), -1).reshape(n, v, -1).mean(1).numpy() for h, z in logits.items()}
 
 
 def evaluate_run(run: str | Path | None, split: str = "test", data: str | None = None, images: str | None = None,
@@ -51,7 +43,7 @@ def evaluate_run(run: str | Path | None, split: str = "test", data: str | None =
         model, [s.path for s in samples], views=views, progress=not quiet, cache_dir=cache_dir
     )
     skipped = [Skipped(str(samples[i].path), r) for i, r in sorted(feats.errors.items())]
-    probs = head_probabilities(model, feats.feats)
+    probs = {h: head_probs(model.head(h), feats.feats) for h in model.classes}
     results, notes = {}, []
     for head, classes in model.classes.items():
         index = {c: k for k, c in enumerate(classes)}

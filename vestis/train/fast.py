@@ -28,7 +28,7 @@ from vestis.train.features import Features, extract_features
 from vestis.train.losses import make_loss
 
 
-def _score(probs: np.ndarray, y: np.ndarray, select: str) -> float:
+def selection_score(probs: np.ndarray, y: np.ndarray, select: str) -> float:
     pred = probs.argmax(1)
     if select == "macro_f1":
         return float(f1_score(y, pred, average="macro", labels=np.unique(y), zero_division=0))
@@ -71,7 +71,7 @@ def fit_head(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
     loss_fn = make_loss(cfg.loss, ytr, num_classes, cfg.label_smoothing)
 
     def score() -> float:  # no validation data: every candidate scores 0 and the first is kept
-        return _score(head_probs(head, Xv), yva, cfg.select) if len(yva) else 0.0
+        return selection_score(head_probs(head, Xv), yva, cfg.select) if len(yva) else 0.0
 
     if head_cfg.type == "linear":
         linear = next(m for m in head.modules() if isinstance(m, nn.Linear))

@@ -35,7 +35,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 
 from vestis.data import Skipped, load_dataset
@@ -47,6 +46,7 @@ from vestis.models.registry import create_model
 from vestis.runtime import autocast, pick_device, resolve_precision, tune_allocator
 from vestis.train.config import RUNTIME_FIELDS, TrainConfig, parse_stages
 from vestis.train.ema import EMA
+from vestis.train.fast import selection_score
 from vestis.train.features import default_workers, extract_features
 from vestis.train.history import History, format_imbalance, group_metrics, imbalance_table, score_heads
 from vestis.train.losses import make_loss
@@ -373,13 +373,7 @@ def fit_probe(x, y, xv, yv, num_classes: int, head_cfg: HeadConfig, cfg: TrainCo
 
         opt.step(closure)
         with torch.no_grad():
-            pred = lin(Xv).argmax(1).numpy() if len(yv) else np.zeros(0, int)
-        if not len(yv):
-            score = 0.0
-        elif cfg.select == "macro_f1":
-            score = float(f1_score(yv, pred, average="macro", labels=np.unique(yv), zero_division=0))
-        else:
-            score = float((pred == yv).mean())
+            score = selection_score(lin(Xv).numpy(), yv, cfg.select) if len(yv) else 0.0  # argmax of logits = of probs
         if best is None or score > best[1]:
             best = (head, score, c)
     return best

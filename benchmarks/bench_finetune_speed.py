@@ -2,13 +2,17 @@
 included): a naive eager-fp32 loop vs the trainer's speed settings, added one at a time, side by side.
 
 Each variant runs in a fresh subprocess (the allocator setting is per process), on the same images, and adds
-one thing to the variant above it:
+one thing to the variant named in brackets:
   fp32 eager baseline  glibc malloc defaults, NCHW, fp32, images decoded + augmented in the main process
   +malloc              vestis' allocator tuning (mallopt)
   +channels_last       model and batches in channels_last
-  +bf16 autocast       bf16 autocast (a speed-up on CPUs with AMX / AVX512-BF16)
+  +bf16 autocast       bf16 autocast (a speed-up on CPUs with AMX; AVX512-BF16 alone is not enough)
   +workers             decoding + augmentation in DataLoader worker processes (the trainer's default count)
   +image cache         images decoded and resized once, kept in memory (the trainer's --image-cache)
+  +freeze 3            stem + first two block stages frozen (--freeze 3): no backward through them
+  +freeze-bn           every backbone BatchNorm on its pretrained statistics (--freeze-bn)
+  +train 192px         random-resized crops of 192 px instead of the model's 224 (--train-size 192)
+  +workers on 192px    the frozen, 192 px variant with decoding in worker processes
   +compile             torch.compile (only with --compile: compiling takes minutes)
 Model, optimizer, train transform, loss, image set, cache and loader are the trainer's own (vestis.train);
 its LR schedule and weight EMA are left out. The first --warmup steps (compilation, worker start-up) are not
@@ -34,12 +38,23 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clothing-dataset-small"
 
-BASE = dict(malloc=False, channels_last=False, precision="fp32", workers=False, cache=False, compile=False)
+BASE = dict(malloc=False, channels_last=False, precision="fp32", workers=False, cache=False, compile=False,
+            freeze=0, freeze_bn=False, size=None)  # fmt: skip
 VARIANTS = {"fp32 eager baseline": BASE}
-for _name, _change in (("+malloc", {"malloc": True}), ("+channels_last", {"channels_last": True}),
-                       ("+bf16 autocast", {"precision": "bf16"}), ("+workers", {"workers": True}),
-                       ("+image cache", {"cache": True}), ("+compile", {"compile": True})):  # fmt: skip
-    VARIANTS[_name] = {**list(VARIANTS.values())[-1], **_change}  # each adds one change to the one above
+BASED_ON = {}
+for _name, _base, _change in (
+    ("+malloc", "fp32 eager baseline", {"malloc": True}),
+    ("+channels_last", "+malloc", {"channels_last": True}),
+    ("+bf16 autocast", "+channels_last", {"precision": "bf16"}),
+    ("+workers", "+channels_last", {"workers": True}),
+    ("+image cache", "+channels_last", {"cache": True}),
+    ("+freeze 3", "+channels_last", {"freeze": 3}),
+    ("+freeze-bn", "+freeze 3", {"freeze_bn": True}),
+    ("+train 192px", "+freeze 3", {"size": 192}),
+    ("+workers on 192px", "+train 192px", {"workers": True}),
+    ("+compile", "+train 192px", {"compile": True}),
+):
+    VARIANTS[_name], BASED_ON[_name] = {**VARIANTS[_base], **_change}, _base
 
 
 def run_variant(name: str, backbone: str, paths: list[str], batch: int, warmup: int, steps: int) -> dict:
@@ -61,6 +76,7 @@ def run_variant(name: str, backbone: str, paths: list[str], batch: int, warmup: 
     classes = sorted({Path(p).parent.name for p in paths})
     y = torch.tensor([classes.index(Path(p).parent.name) for p in paths])
     model = create_model(backbone, heads={"label": classes})
+    model.freeze(v["freeze"], v["freeze_bn"])
     pre = model.preprocess
     fmt = torch.channels_last if v["channels_last"] else torch.contiguous_format
     model.to(memory_format=fmt).train()
@@ -73,7 +89,8 @@ def run_variant(name: str, backbone: str, paths: list[str], batch: int, warmup: 
         t = time.perf_counter()
         cache = build_image_cache(paths, pre.resize_size, workers, progress=False)
         cache_s = time.perf_counter() - t
-    tf = resolve_transform(pre, train=True, augment=cfg.augment, crop_scale=cfg.crop_scale, erase=cfg.erase)
+    tf = resolve_transform(pre, train=True, augment=cfg.augment, crop_scale=cfg.crop_scale, erase=cfg.erase,
+                           size=v["size"])  # fmt: skip
     loader = make_loader(ImageSet(paths, tf, pre.resize_size, cache=cache), batch, workers, drop_last=True)
 
     dev, batches = torch.device("cpu"), iter(loader)
@@ -139,7 +156,8 @@ def main() -> None:
             sys.exit(f"variant {name!r} failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"{name:>19}: data {r['data_s']:.3f}s + step {r['step_s']:.3f}s per batch, "
+        label = f"{name} ({BASED_ON[name]})" if name in BASED_ON else name
+        print(f"{label:>36}: data {r['data_s']:.3f}s + step {r['step_s']:.3f}s per batch, "
               f"{r['end_to_end_img_s']:.1f} img/s (first step {r['first_step_s']:.1f}s)", flush=True)  # fmt: skip
 
     import torch
@@ -150,11 +168,13 @@ def main() -> None:
     print(f"\n{args.backbone} fine-tuning, batch {args.batch}, {args.steps} timed steps after {args.warmup} "
           f"warm-up, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, torch "
           f"{torch.__version__}, bf16 units: {'yes' if cpu_supports_bf16() else 'no'}")  # fmt: skip
-    print("| variant | data s/batch | step s/batch | end-to-end img/s | vs baseline | first step s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| variant | adds to | data s/batch | step s/batch | end-to-end img/s | vs baseline | first step s |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['variant']} | {r['data_s']:.3f} | {r['step_s']:.3f} | {r['end_to_end_img_s']:.1f} | "
-              f"{r['end_to_end_img_s'] / base:.2f}x | {r['first_step_s']:.1f} |")  # fmt: skip
+        print(f"| {r['variant']} | {BASED_ON.get(r['variant'], '')} | {r['data_s']:.3f} | {r['step_s']:.3f} | "
+              f"{r['end_to_end_img_s']:.1f} | {r['end_to_end_img_s'] / base:.2f}x | {r['first_step_s']:.1f} |")  # fmt: skip
     cached = [r for r in rows if r["cache_build_s"]]
     if cached:
         print(f"\nimage cache: built once in {cached[0]['cache_build_s']:.1f}s for {len(set(paths))} images "

@@ -81,3 +81,35 @@ def test_models_and_inspect(colour_folder, capsys):
     assert main(["data", "inspect", str(colour_folder)]) == 0
     out = capsys.readouterr().out
     assert "red" in out and "validation" in out
+
+
+def test_evaluate_ensemble_averages_probabilities(trained, colour_folder, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert main(["train", str(colour_folder), "--out", str(other), "--backbone", "test_tiny", "--epochs", "3",
+                 "--lr", "0.01", "--head", "mlp", "--workers", "0", "--quiet"]) == 0  # fmt: skip
+    import numpy as np
+
+    from vestis.evaluate.runner import evaluate_run
+
+    reports = [evaluate_run(r, quiet=True, out=tmp_path / f"ev{k}") for k, r in enumerate((trained, other))]
+    both = evaluate_run([trained, other], quiet=True)
+    assert (trained / "eval-test-ensemble" / "report.md").exists()
+    p = [np.array(r["heads"]["label"]["log_loss"]) for r in reports]
+    assert both["heads"]["label"]["n"] == 12 and both["heads"]["label"]["log_loss"] != p[0]
+    # the mean of two probability vectors: its log loss is at most the mean of theirs (log is concave)
+    assert both["heads"]["label"]["log_loss"] <= (p[0] + p[1]) / 2 + 1e-9
+    capsys.readouterr()
+    assert main(["evaluate", str(trained), str(other), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"]["n"] == 12
+
+    staged = tmp_path / "two"
+    (staged / "train" / "a").mkdir(parents=True)
+    for c in ("a", "b"):
+        for i in range(4):
+            make_image(
+                staged / "train" / c / f"{c}{i}.png", (200, 20, 20) if c == "a" else (20, 20, 200), seed=i
+            )
+    assert main(["train", str(staged), "--out", str(tmp_path / "ab"), "--backbone", "test_tiny", "--epochs", "2",
+                 "--workers", "0", "--quiet"]) == 0  # fmt: skip
+    with pytest.raises(ValueError, match="classes differ"):
+        evaluate_run([trained, tmp_path / "ab"], quiet=True)

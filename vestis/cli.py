@@ -87,6 +87,14 @@ def _add_finetune(p) -> None:
         "--crop-scale", type=float, default=d.crop_scale, help="random-resized-crop: smallest area"
     )
     g.add_argument("--erase", type=float, default=d.erase, help="random-erasing probability")
+    g.add_argument(
+        "--train-size", type=int, help="training crop size (default: the model's; faster when smaller)"
+    )
+    g.add_argument("--freeze", type=int, default=d.freeze, help="backbone layer groups kept frozen (1: stem, "
+                   "2: + first stage ...); saves their backward pass")  # fmt: skip
+    g.add_argument(
+        "--freeze-bn", action="store_true", help="backbone BatchNorms keep their pretrained statistics"
+    )
     g.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0: off)")
     g.add_argument("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0: off)")
     g.add_argument(
@@ -118,7 +126,8 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="metrics, confusion matrix, error gallery and report for a trained run"
     )
-    p.add_argument("run", nargs="?", help="run directory (default: the bundled model)")
+    p.add_argument("run", nargs="*", help="run directory (default: the bundled model); several: their ensemble "
+                   "(class probabilities averaged)")  # fmt: skip
     p.add_argument("--split", default="test", help="train, validation, test or all (default: test)")
     p.add_argument("--data", help="evaluate on other labelled data (folder or CSV) instead of the run's own")
     p.add_argument("--images", help="with --data CSV: the image directory")
@@ -136,7 +145,7 @@ def _add_evaluate(sub) -> None:
 def _evaluate(args) -> int:
     from vestis.evaluate.runner import evaluate_run
 
-    report = evaluate_run(args.run, split=args.split, data=args.data, images=args.images, out=args.out,
+    report = evaluate_run(args.run or None, split=args.split, data=args.data, images=args.images, out=args.out,
                           tta=args.tta, quiet=args.quiet, cache_dir=args.cache_dir)  # fmt: skip
     if args.quiet:
         print(

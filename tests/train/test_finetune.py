@@ -85,11 +85,13 @@ def test_augment_options():
         assert outs[0].shape == (3, 32, 32)
         assert any(not torch.equal(outs[0], o) for o in outs[1:])  # random
     assert resolve_transform(pre)(img).shape == (3, 32, 32)
+    assert resolve_transform(pre, train=True, size=24)(img).shape == (3, 24, 24)  # --train-size
     with pytest.raises(ValueError, match="augment"):
         resolve_transform(pre, train=True, augment="heavy")
     for bad in (dict(augment="heavy"), dict(crop_scale=0.0), dict(erase=2.0), dict(mixup=-1.0),
                 dict(sampler="oversample"), dict(ema_decay=1.0), dict(patience=-1), dict(stages="top:5"),
-                dict(stages="rest,top:5"), dict(weight_decay=[0.01, 0.1]), dict(head_init="zeros")):  # fmt: skip
+                dict(stages="rest,top:5"), dict(weight_decay=[0.01, 0.1]), dict(head_init="zeros"),
+                dict(train_size=4), dict(freeze=-1)):  # fmt: skip
         with pytest.raises(ValueError):
             TrainConfig(data="x", mode="finetune", **bad)
     with pytest.raises(ValueError, match="resume"):
@@ -282,3 +284,33 @@ def test_plan_stages_rest_and_all():
     assert sorted(every[1].train["t"]) == ["a", "b", "c", "d", "e"]  # fine-tunes on every class
     with pytest.raises(ValueError, match="nothing"):
         plan_stages(ds, TrainConfig(data="x", mode="finetune", stages="top:5,rest"), [])
+
+
+def test_freeze_keeps_early_layers_and_their_statistics(colour_folder, tmp_path):
+    summary = train(ft_cfg(colour_folder, tmp_path, head_init="random", epochs=4, freeze=1, train_size=24))
+    assert summary["metrics"]["validation"]["label"]["top1"] >= 0.9  # still learns through the unfrozen stage
+    model, _ = load_checkpoint(tmp_path / "run")
+    fresh = create_model("test_tiny")
+    for i in (0, 1):  # the stem (conv + BatchNorm): weights and running statistics untouched
+        for k, v in fresh.backbone.body[i].state_dict().items():
+            assert torch.equal(model.backbone.body[i].state_dict()[k], v), (i, k)
+    assert not torch.equal(model.backbone.body[3].weight, fresh.backbone.body[3].weight)  # the stage trained
+
+
+def test_freeze_modes():
+    m = create_model("test_tiny", heads={"a": ["x", "y"]})
+    assert m.freeze(1) == ["body.0", "body.1"]
+    assert not m.backbone.body[0].weight.requires_grad and m.backbone.body[3].weight.requires_grad
+    m.train()
+    assert not m.backbone.body[1].training and m.backbone.body[4].training and m.heads.training
+    m.freeze(0, batchnorm=True)  # every BatchNorm on its statistics; weights still train
+    m.train()
+    assert not m.backbone.body[4].training and m.backbone.body[3].training
+    x = torch.randn(4, 3, 32, 32)
+    before = m.backbone.body[4].running_mean.clone()
+    m(x)
+    assert torch.equal(m.backbone.body[4].running_mean, before)
+    with pytest.raises(ValueError, match="at most 1"):
+        create_model("test_tiny").freeze(2)
+    with pytest.raises(ValueError, match="layer groups"):
+        create_model("lite_ensemble", pretrained=False).freeze(1)

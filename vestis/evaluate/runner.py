@@ -14,14 +14,17 @@ from vestis.train.fast import head_probs
 from vestis.train.features import extract_features
 
 
-def evaluate_run(run: str | Path | None, split: str = "test", data: str | None = None, images: str | None = None,
+def evaluate_run(run: str | Path | list | None, split: str = "test", data: str | None = None, images: str | None = None,
                  out: str | Path | None = None, tta: bool | None = None, quiet: bool = False,
                  cache_dir: str | None = None) -> dict:  # fmt: skip
     """Metrics, plots and ``report.md`` for ``split`` ('all' for every sample) into ``out`` (default RUN/eval-SPLIT).
 
-    The data defaults to the run's own source, re-split with its seed, so 'test' is the split the run never saw."""
-    run_dir = resolve_model_dir(run)
-    model, config = load_checkpoint(run_dir)
+    The data defaults to the run's own source, re-split with its seed, so 'test' is the split the run never saw.
+    Several runs (a list) are scored as an ensemble: their class probabilities averaged, per head; they must
+    share heads and classes, and the data (source and split) is the first run's."""
+    runs = list(run) if isinstance(run, (list, tuple)) else [run]
+    run_dirs = [resolve_model_dir(r) for r in runs]
+    model, config = load_checkpoint(run_dirs[0])
     info = config.get("data", {})
     if data:
         source = data
@@ -31,24 +34,39 @@ def evaluate_run(run: str | Path | None, split: str = "test", data: str | None =
         source = info["load"]["source"]
         ds = load_dataset(**info["load"])
     else:
-        raise ValueError(f"{run_dir}: the run records no data source; pass --data")
+        raise ValueError(f"{run_dirs[0]}: the run records no data source; pass --data")
     samples = ds.samples if split == "all" else ds.split(split)
     if not samples:
         raise ValueError(
             f"no samples in split {split!r} (splits: {sorted({str(s.split) for s in ds.samples})})"
         )
-    views = tuple(config.get("train_config", {}).get("views", ["plain"])) if tta is None else (
-        ("plain", "flip") if tta else ("plain",))  # fmt: skip
-    feats = extract_features(
-        model, [s.path for s in samples], views=views, progress=not quiet, cache_dir=cache_dir
-    )
-    skipped = [Skipped(str(samples[i].path), r) for i, r in sorted(feats.errors.items())]
-    probs = {h: head_probs(model.head(h), feats.feats) for h in model.classes}
+    probs: dict[str, np.ndarray] = {}
+    ok = np.ones(len(samples), dtype=bool)
+    errors: dict[int, str] = {}
+    first_classes = model.classes
+    for k, run_dir in enumerate(run_dirs):
+        if k:
+            model, config = load_checkpoint(run_dir)
+            if model.classes != first_classes:
+                raise ValueError(
+                    f"cannot ensemble {run_dirs[0]} and {run_dir}: their heads or classes differ"
+                )
+        views = tuple(config.get("train_config", {}).get("views", ["plain"])) if tta is None else (
+            ("plain", "flip") if tta else ("plain",))  # fmt: skip
+        feats = extract_features(
+            model, [s.path for s in samples], views=views, progress=not quiet, cache_dir=cache_dir
+        )
+        ok &= feats.ok
+        errors.update(feats.errors)
+        for h in model.classes:
+            probs[h] = probs.get(h, 0) + head_probs(model.head(h), feats.feats) / len(run_dirs)
+    skipped = [Skipped(str(samples[i].path), r) for i, r in sorted(errors.items())]
+    run_dir = run_dirs[0]
     results, notes = {}, []
     for head, classes in model.classes.items():
         index = {c: k for k, c in enumerate(classes)}
-        keep = [i for i, s in enumerate(samples) if feats.ok[i] and s.labels.get(head) in index]
-        unknown = [s for i, s in enumerate(samples) if feats.ok[i] and s.labels.get(head) not in index]
+        keep = [i for i, s in enumerate(samples) if ok[i] and s.labels.get(head) in index]
+        unknown = [s for i, s in enumerate(samples) if ok[i] and s.labels.get(head) not in index]
         if unknown:
             labels = sorted({str(s.labels.get(head)) for s in unknown})
             notes.append(f"{head}: {len(unknown)} images with labels the model does not know were not scored: "
@@ -61,14 +79,14 @@ def evaluate_run(run: str | Path | None, split: str = "test", data: str | None =
         results[head] = {"metrics": compute_metrics(y, p, classes), "class_names": classes,
                          "paths": [str(samples[i].path) for i in keep], "y_true": y, "probs": p}  # fmt: skip
     if out is None:  # never write into the installed package's bundled model
+        name = f"eval-{split}" + ("-ensemble" if len(run_dirs) > 1 else "")
         out = (
-            run_dir / f"eval-{split}"
-            if run not in (None, "", "default")
-            else Path("runs") / f"eval-default-{split}"
+            run_dir / name if runs[0] not in (None, "", "default") else Path("runs") / f"eval-default-{split}"
         )
     out = Path(out)
     report = write_report(out, results, split, skipped=skipped,
-                          extra={"model": str(run_dir), "data": str(source), "notes": notes, "views": list(views)})  # fmt: skip
+                          extra={"model": ", ".join(map(str, run_dirs)), "data": str(source), "notes": notes,
+                                 "views": list(views)})  # fmt: skip
     if not quiet:
         for head, r in results.items():
             print(format_table(r["metrics"], title=f"{split} · {head}"))

@@ -98,6 +98,47 @@ class VestisModel(nn.Module):
         head[-1] = new
         self.classes[name] = list(classes)
 
+    def freeze(self, groups: int = 0, batchnorm: bool = False) -> list[str]:
+        """Freeze the backbone's first ``groups`` layer groups (timm's ``group_matcher``: the stem, then each block
+        stage): no gradients, BatchNorm statistics fixed. ``batchnorm``: every backbone BatchNorm keeps its
+        pretrained statistics (its scale and shift still train). Lasts through ``train()``; returns the frozen
+        module names. Freezing the high-resolution early stages saves most of their backward pass."""
+        self._frozen_bn: list[nn.Module] = []
+        names: list[str] = []
+        if groups > 0:
+            matcher = getattr(self.backbone, "group_matcher", None)
+            if matcher is None:
+                raise ValueError(
+                    f"backbone {self.backbone_name!r} has no layer groups (group_matcher) to freeze"
+                )
+            from timm.models import group_modules
+
+            ordered = list(group_modules(self.backbone, matcher(coarse=True)).values())
+            if groups >= len(ordered):
+                raise ValueError(
+                    f"freeze: backbone {self.backbone_name!r} has {len(ordered)} layer groups; freeze at most "
+                    f"{len(ordered) - 1} (the last group feeds the head)"
+                )
+            names = [n for group in ordered[:groups] for n in group]
+            mods = dict(self.backbone.named_modules())
+            for n in names:
+                mods[n].requires_grad_(False)
+                self._frozen_bn += [
+                    m for m in mods[n].modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                ]
+        if batchnorm:
+            self._frozen_bn += [
+                m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            ]
+        self.train(self.training)
+        return names
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in getattr(self, "_frozen_bn", ()):
+            m.eval()
+        return self
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 

@@ -55,20 +55,23 @@ class Preprocess:
 
 
 def resolve_transform(pre: Preprocess, train: bool = False, augment: str = "light", crop_scale: float = 0.35,
-                      erase: float = 0.0):  # fmt: skip
+                      erase: float = 0.0, size: int | None = None):  # fmt: skip
     """PIL RGB image -> normalised float tensor (3, S, S).
 
     Eval: resize the shorter side to ``resize_size``, centre-crop ``input_size``.
     Train (used by the fine-tuning trainer): random-resized-crop (area ``crop_scale``..1) + flip, plus ``augment``:
     'none' (crop only), 'light' (+ flip), 'trivial' (TrivialAugmentWide) or 'randaug' (RandAugment);
-    ``erase``: probability of random erasing (after normalisation)."""
+    ``erase``: probability of random erasing (after normalisation); ``size``: the training crop (default
+    ``input_size``; smaller is faster, and a model trained on random-resized crops a little below its test size
+    sees objects at the apparent size it is tested at: Touvron et al., "Fixing the train-test resolution
+    discrepancy", 2019)."""
     interp = _INTERP[pre.interpolation]
     norm = [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     if not train:
         return T.Compose(
             [T.Resize(pre.resize_size, interpolation=interp), T.CenterCrop(pre.input_size), *norm]
         )
-    ops = [T.RandomResizedCrop(pre.input_size, scale=(crop_scale, 1.0), interpolation=interp)]
+    ops = [T.RandomResizedCrop(size or pre.input_size, scale=(crop_scale, 1.0), interpolation=interp)]
     if augment != "none":
         ops.append(T.RandomHorizontalFlip())
     if augment == "trivial":

@@ -85,6 +85,9 @@ class TinyNet(nn.Module):
     def forward(self, x):
         return self.body(x)
 
+    def group_matcher(self, coarse: bool = False) -> dict:  # timm's layer groups: stem, then one per stage
+        return {"stem": r"^body\.[0-2]$", "blocks": [(r"^body\.[3-5]$", (1,))]}
+
 
 def _tiny(pretrained: bool):
     with torch.random.fork_rng(devices=[]):

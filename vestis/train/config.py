@@ -84,6 +84,9 @@ class TrainConfig:
     augment: str = "trivial"  # none (crop), light (+flip), trivial (+TrivialAugmentWide), randaug
     crop_scale: float = 0.35  # random-resized-crop: smallest area fraction
     erase: float = 0.0  # random-erasing probability
+    train_size: int | None = None  # training crop (default: the model's input size, which evaluation uses)
+    freeze: int = 0  # backbone layer groups kept frozen (1: the stem, 2: + the first stage, ...)
+    freeze_bn: bool = False  # every backbone BatchNorm keeps its pretrained statistics
     mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 = off
     cutmix: float = 0.0  # cutmix Beta(alpha, alpha); 0 = off (with both on, each batch uses one of them)
     sampler: str = "random"  # random or balanced (each class drawn equally often, with replacement)
@@ -138,6 +141,8 @@ class TrainConfig:
             (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
             (self.patience >= 0, "patience must be >= 0"),
+            (self.train_size is None or self.train_size >= 8, "train_size must be >= 8"),
+            (self.freeze >= 0, "freeze must be >= 0"),
             (all(x >= 0 for x in self.weight_decay or [0]), "weight_decay must be >= 0"),
             (
                 self.mode != "finetune" or len(self.weight_decay or [0]) == 1,

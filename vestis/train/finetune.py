@@ -373,7 +373,8 @@ def fit_probe(x, y, xv, yv, num_classes: int, head_cfg: HeadConfig, cfg: TrainCo
 
         opt.step(closure)
         with torch.no_grad():
-            score = selection_score(lin(Xv).numpy(), yv, cfg.select) if len(yv) else 0.0  # argmax of logits = of probs
+            # argmax of logits = of probs
+            score = selection_score(lin(Xv).numpy(), yv, cfg.select) if len(yv) else 0.0
         if best is None or score > best[1]:
             best = (head, score, c)
     return best
@@ -459,8 +460,8 @@ class Run:
 
     def images(self, idx: list[int], train: bool = False) -> ImageSet:
         pre, cfg = self.model.preprocess, self.cfg
-        tf = (resolve_transform(pre, train=True, augment=cfg.augment, crop_scale=cfg.crop_scale, erase=cfg.erase)
-              if train else resolve_transform(pre))  # fmt: skip
+        tf = (resolve_transform(pre, train=True, augment=cfg.augment, crop_scale=cfg.crop_scale, erase=cfg.erase,
+                                size=cfg.train_size) if train else resolve_transform(pre))  # fmt: skip
         return ImageSet([self.ds.samples[i].path for i in idx], tf, pre.resize_size,
                         ("plain",) if train else self.views,
                         [self.cache[i] for i in idx] if self.cache is not None else None)  # fmt: skip
@@ -523,6 +524,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
               create_model(cfg.backbone, pretrained=cfg.pretrained, head=head_cfg), notes,
               dict(state["bad"]) if state else {}, list(state["stage_results"]) if state else [],
               state["epoch"] if state else 0, t0, on_step)  # fmt: skip
+    frozen = run.model.freeze(cfg.freeze, cfg.freeze_bn)
+    if frozen:
+        run.say(f"frozen: {cfg.freeze} backbone layer group(s), {len(frozen)} modules")
     if state:
         run.say(f"resuming {cfg.out} after epoch {state['epoch']}")
     for note in ds.notes:

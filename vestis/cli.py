@@ -92,8 +92,11 @@ def _add_finetune(p) -> None:
     )
     g.add_argument("--freeze", type=int, default=d.freeze, help="backbone layer groups kept frozen (1: stem, "
                    "2: + first stage ...); saves their backward pass")  # fmt: skip
-    g.add_argument(
-        "--freeze-bn", action="store_true", help="backbone BatchNorms keep their pretrained statistics"
+    bn = g.add_mutually_exclusive_group()
+    bn.add_argument("--freeze-bn", dest="freeze_bn", action="store_true", default=None,
+                    help="backbone BatchNorms keep their pretrained statistics (default when pretrained)")  # fmt: skip
+    bn.add_argument(
+        "--train-bn", dest="freeze_bn", action="store_false", help="BatchNorm statistics follow the data"
     )
     g.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0: off)")
     g.add_argument("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0: off)")

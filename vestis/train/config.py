@@ -86,7 +86,9 @@ class TrainConfig:
     erase: float = 0.0  # random-erasing probability
     train_size: int | None = None  # training crop (default: the model's input size, which evaluation uses)
     freeze: int = 0  # backbone layer groups kept frozen (1: the stem, 2: + the first stage, ...)
-    freeze_bn: bool = False  # every backbone BatchNorm keeps its pretrained statistics
+    # every backbone BatchNorm keeps its pretrained statistics; None: yes when pretrained. Measured: updating them
+    # on small augmented batches cost 13 points of validation top-1 after epoch 1 (docs/BENCHMARKS.md)
+    freeze_bn: bool | None = None
     mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 = off
     cutmix: float = 0.0  # cutmix Beta(alpha, alpha); 0 = off (with both on, each batch uses one of them)
     sampler: str = "random"  # random or balanced (each class drawn equally often, with replacement)
@@ -103,6 +105,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs is None:
             self.epochs = 60 if self.mode == "fast" else 15
+        if self.freeze_bn is None:
+            self.freeze_bn = self.pretrained
         parse_stages(self.stages)
         checks = [
             (self.mode in MODES, f"mode must be one of {MODES}"),

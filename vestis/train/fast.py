@@ -54,8 +54,9 @@ def _fold_standardisation(head: nn.Module, mean: torch.Tensor, std: torch.Tensor
 
 
 def fit_head(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, num_classes: int,
-             head_cfg: HeadConfig, cfg: TrainConfig, reg: float) -> tuple[nn.Module, float, int]:  # fmt: skip
-    """Train one head on features (N, V, D), every view a training example, on standardised features.
+             head_cfg: HeadConfig, cfg: TrainConfig, reg: float, standardise: bool = True) -> tuple[nn.Module, float, int]:  # fmt: skip
+    """Train one head on features (N, V, D), every view a training example, on standardised features (folded
+    into the returned head's first layer; ``standardise=False``: raw features).
 
     linear: multinomial logistic regression (full-batch L-BFGS, L2 penalty ||W||^2 / (2 C n) with C = ``reg``);
     mlp: AdamW (weight decay ``reg``), one-cycle schedule, the epoch best on validation kept.
@@ -64,9 +65,12 @@ def fit_head(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
     n, v, d = Xtr.shape
     X = torch.from_numpy(Xtr.reshape(n * v, d)).float()
     y = torch.from_numpy(np.repeat(ytr, v)).long()
-    mean, std = X.mean(0), X.std(0).clamp_min(1e-6)
-    X = (X - mean) / std
-    Xv = ((Xva - mean.numpy()) / std.numpy()).astype(np.float32)
+    if standardise:
+        mean, std = X.mean(0), X.std(0).clamp_min(1e-6)
+        X = (X - mean) / std
+        Xv = ((Xva - mean.numpy()) / std.numpy()).astype(np.float32)
+    else:
+        Xv = Xva.astype(np.float32)
     head = make_head(d, num_classes, head_cfg)
     loss_fn = make_loss(cfg.loss, ytr, num_classes, cfg.label_smoothing)
 
@@ -88,7 +92,11 @@ def fit_head(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
         opt.step(closure)
         iters = opt.state[opt._params[0]].get("n_iter", 0)
         val_score = score()  # before folding: score() feeds standardised features
-        return _fold_standardisation(head.eval(), mean, std), val_score, int(iters)
+        return (
+            (_fold_standardisation(head.eval(), mean, std) if standardise else head.eval()),
+            val_score,
+            int(iters),
+        )
 
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=reg)
@@ -107,7 +115,8 @@ def fit_head(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
         if s > best:
             best, best_state, best_epoch = s, copy.deepcopy(head.state_dict()), epoch + 1
     head.load_state_dict(best_state)
-    return _fold_standardisation(head.eval(), mean, std), (best if len(yva) else 0.0), best_epoch
+    head = _fold_standardisation(head.eval(), mean, std) if standardise else head.eval()
+    return head, (best if len(yva) else 0.0), best_epoch
 
 
 def data_fingerprint(ds: DataSet, feats: Features) -> str:

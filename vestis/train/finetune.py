@@ -33,20 +33,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from vestis.data import Skipped, load_dataset
 from vestis.evaluate import format_table, summarize
 from vestis.models.checkpoint import WEIGHTS, atomic_write_text, read_config, save_checkpoint
-from vestis.models.heads import HeadConfig, make_head
+from vestis.models.heads import HeadConfig
 from vestis.models.preprocess import resolve_transform
 from vestis.models.registry import create_model
 from vestis.runtime import autocast, pick_device, resolve_precision, tune_allocator
 from vestis.train.config import RUNTIME_FIELDS, TrainConfig, parse_stages
 from vestis.train.ema import EMA
-from vestis.train.fast import selection_score
+from vestis.train.fast import fit_head
 from vestis.train.features import default_workers, extract_features
 from vestis.train.history import History, format_imbalance, group_metrics, imbalance_table, score_heads
 from vestis.train.losses import make_loss
@@ -350,31 +349,15 @@ def _load_weights(model, tensors: dict) -> None:
 
 
 def fit_probe(x, y, xv, yv, num_classes: int, head_cfg: HeadConfig, cfg: TrainConfig) -> tuple:
-    """Multinomial logistic regression on raw frozen features (full-batch L-BFGS, penalty ||W||^2 / (2 C n)), C
-    from ``cfg.c`` (default :data:`PROBE_C`) chosen on validation. Raw, not standardised features: folding a
+    """A linear probe on frozen features (N, D): fast mode's logistic regression (:func:`fit_head`), for each C in
+    ``cfg.c`` (default :data:`PROBE_C`), chosen on validation. Raw, not standardised features: folding a
     standardisation into the weights would amplify near-constant features, which fine-tuning then moves.
     Returns (head, validation score, C)."""
-    X, Y, Xv = (torch.from_numpy(a).float() for a in (x, y, xv))
-    Y = Y.long()
     best = None
     for c in cfg.c or PROBE_C:
-        torch.manual_seed(cfg.seed)
-        head = make_head(X.shape[1], num_classes, head_cfg).eval()  # eval: no dropout in the objective
-        lin = head[-1]
-        opt = torch.optim.LBFGS(lin.parameters(), lr=1, max_iter=cfg.lbfgs_iter, history_size=20,
-                                line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)  # fmt: skip
-
-        def closure(lin=lin, opt=opt, c=c):
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(lin(X), Y, label_smoothing=cfg.label_smoothing)
-            loss = loss + lin.weight.pow(2).sum() / (2 * c * len(X))
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        with torch.no_grad():
-            # argmax of logits = of probs
-            score = selection_score(lin(Xv).numpy(), yv, cfg.select) if len(yv) else 0.0
+        head, score, _ = fit_head(
+            x[:, None], y, xv[:, None], yv, num_classes, head_cfg, cfg, c, standardise=False
+        )
         if best is None or score > best[1]:
             best = (head, score, c)
     return best

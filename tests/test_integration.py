@@ -40,3 +40,29 @@ def test_bundled_default_model_predicts(capsys):
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["input"] for x in lines] == list(map(str, shoes))
     assert sum(x["predictions"]["label"][0]["label"] == "shoes" for x in lines) >= 5
+
+
+def test_clothing_finetune_briefly(tmp_path, capsys):
+    """Fine-tune Lite0 end to end for one short epoch on a real subset (links to 16 training and 6 validation
+    photos per class; the test split is the real one): it trains, saves the backbone, evaluates and predicts."""
+    data = need(CLOTHING)
+    sub = tmp_path / "clothes"
+    for split, n in (("train", 16), ("validation", 6), ("test", 4)):
+        for cls in sorted(p.name for p in (data / split).iterdir()):
+            (sub / split / cls).mkdir(parents=True)
+            for img in sorted((data / split / cls).glob("*.jpg"))[:n]:
+                (sub / split / cls / img.name).symlink_to(img)
+    run = tmp_path / "ft"
+    assert main(["train", str(sub), "--mode", "finetune", "--backbone", "lite0", "--epochs", "1", "--freeze", "3",
+                 "--train-size", "160", "--batch-size", "32", "--out", str(run), "--cache-dir", str(tmp_path / "c"),
+                 "--quiet"]) == 0  # fmt: skip
+    config = json.loads((run / "config.json").read_text())
+    assert config["includes_backbone"] and config["train_config"]["freeze_bn"] is True
+    assert config["metrics"]["validation"]["label"]["top1"] >= 0.5  # 10 classes: chance is 0.1
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["images_per_s"] > 0
+    assert main(["evaluate", str(run), "--split", "test", "--quiet"]) == 0
+    assert json.loads((run / "eval-test" / "metrics.json").read_text())["heads"]["label"]["n"] == 40
+    capsys.readouterr()
+    assert main(["predict", str(sub / "test" / "shoes"), "--model", str(run), "--json", "--quiet"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4

@@ -97,7 +97,9 @@ def test_augment_options():
     with pytest.raises(ValueError, match="resume"):
         TrainConfig(data="x", resume="runs/x")  # fast mode cannot resume
     assert TrainConfig(data="x").epochs == 60 and TrainConfig(data="x", mode="finetune").epochs == 15
-    assert TrainConfig(data="x", mode="finetune").freeze_bn is True  # pretrained: keep its BatchNorm statistics
+    assert (
+        TrainConfig(data="x", mode="finetune").freeze_bn is True
+    )  # pretrained: keep its BatchNorm statistics
     assert TrainConfig(data="x", mode="finetune", pretrained=False).freeze_bn is False
 
 

@@ -420,6 +420,7 @@ class Run:
     on_step: object = None
     cache: list | None = None
     history: History | None = None
+    eval_precision: str = "fp32"  # validation runs as inference will (bf16 where inference uses it)
 
     @property
     def main(self) -> bool:
@@ -507,6 +508,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
               create_model(cfg.backbone, pretrained=cfg.pretrained, head=head_cfg), notes,
               dict(state["bad"]) if state else {}, list(state["stage_results"]) if state else [],
               state["epoch"] if state else 0, t0, on_step)  # fmt: skip
+    run.eval_precision = resolve_precision(device, cfg.precision)
     frozen = run.model.freeze(cfg.freeze, cfg.freeze_bn)
     if frozen:
         run.say(f"frozen: {cfg.freeze} backbone layer group(s), {len(frozen)} modules")
@@ -597,7 +599,7 @@ def _start_stage(run: Run, si: int, restore: dict | None) -> Fit:
         fit.step, fit.stage_epoch, fit.since = restore["step"], restore["stage_epoch"], restore["since_best"]
         fit.best, fit.best_epoch = restore["best"], restore["best_epoch"]
     run.say(f"stage {st.name}: {len(tr)} training images, {len(va)} validation images, {len(st.classes[heads[0]])} "
-            f"classes, {steps} steps per epoch on {run.world} process(es), {run.device} {run.precision}")  # fmt: skip
+            f"classes, {steps} steps per epoch on {run.world} process(es), {run.device}, training {run.precision}, validation {run.eval_precision}")  # fmt: skip
     return fit
 
 
@@ -671,7 +673,7 @@ def _validate_and_save(
     """Score the epoch on validation, keep it if best, log it, write the resume state. Returns: stop early."""
     cfg, st = run.cfg, fit.stage
     eval_model = fit.ema.module if fit.ema is not None else run.model
-    probs, ok, errs = predict_probs(eval_model, fit.val_loader, len(fit.va), run.device, run.precision,
+    probs, ok, errs = predict_probs(eval_model, fit.val_loader, len(fit.va), run.device, run.eval_precision,
                                     cfg.channels_last)  # fmt: skip
     run.bad.update({str(run.ds.samples[fit.va[j]].path): e for j, e in errs.items()})
     val = score_heads(probs, ok, fit.yva, st.classes, cfg.select)
@@ -734,7 +736,7 @@ def _evaluate_best(run: Run, va: list[int]):
     _load_weights_from_run(model, run.run_dir)
     model.to(run.device)
     probs, ok, _ = predict_probs(model, make_loader(run.images(va), cfg.batch_size, run.workers), len(va),
-                                 run.device, run.precision, False)  # fmt: skip
+                                 run.device, run.eval_precision, False)  # fmt: skip
     return model, probs, ok
 
 

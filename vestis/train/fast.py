@@ -71,6 +71,10 @@ def fit_head(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
         Xv = ((Xva - mean.numpy()) / std.numpy()).astype(np.float32)
     else:
         Xv = Xva.astype(np.float32)
+
+    def final(head: nn.Module) -> nn.Module:  # the returned head takes raw features
+        return _fold_standardisation(head.eval(), mean, std) if standardise else head.eval()
+
     head = make_head(d, num_classes, head_cfg)
     loss_fn = make_loss(cfg.loss, ytr, num_classes, cfg.label_smoothing)
 
@@ -92,11 +96,7 @@ def fit_head(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
         opt.step(closure)
         iters = opt.state[opt._params[0]].get("n_iter", 0)
         val_score = score()  # before folding: score() feeds standardised features
-        return (
-            (_fold_standardisation(head.eval(), mean, std) if standardise else head.eval()),
-            val_score,
-            int(iters),
-        )
+        return final(head), val_score, int(iters)
 
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=reg)
@@ -115,8 +115,7 @@ def fit_head(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
         if s > best:
             best, best_state, best_epoch = s, copy.deepcopy(head.state_dict()), epoch + 1
     head.load_state_dict(best_state)
-    head = _fold_standardisation(head.eval(), mean, std) if standardise else head.eval()
-    return head, (best if len(yva) else 0.0), best_epoch
+    return final(head), (best if len(yva) else 0.0), best_epoch
 
 
 def data_fingerprint(ds: DataSet, feats: Features) -> str:

@@ -420,7 +420,11 @@ class Run:
     on_step: object = None
     cache: list | None = None
     history: History | None = None
-    eval_precision: str = "fp32"  # validation runs as inference will (bf16 where inference uses it)
+
+    @property
+    def eval_precision(self) -> str:
+        """Validation runs in the precision inference will use (bf16 where inference uses it)."""
+        return resolve_precision(self.device, self.cfg.precision)
 
     @property
     def main(self) -> bool:
@@ -508,7 +512,6 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
               create_model(cfg.backbone, pretrained=cfg.pretrained, head=head_cfg), notes,
               dict(state["bad"]) if state else {}, list(state["stage_results"]) if state else [],
               state["epoch"] if state else 0, t0, on_step)  # fmt: skip
-    run.eval_precision = resolve_precision(device, cfg.precision)
     frozen = run.model.freeze(cfg.freeze, cfg.freeze_bn)
     if frozen:
         run.say(f"frozen: {cfg.freeze} backbone layer group(s), {len(frozen)} modules")

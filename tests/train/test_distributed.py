@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -18,7 +19,8 @@ from vestis.models.checkpoint import load_checkpoint
 def test_torchrun_two_processes_matches_single_process_checkpoint(colour_folder, tmp_path):
     (colour_folder / "train" / "red" / "broken.png").write_bytes(b"not an image")  # skipped in whichever rank
     common = ["--mode", "finetune", "--backbone", "test_tiny", "--epochs", "2", "--workers", "0", "--quiet",
-              "--precision", "fp32", "--batch-size", "4", "--no-tensorboard", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+              "--precision", "fp32", "--batch-size", "4", "--no-tensorboard", "--device", "cpu",
+              "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
     single, multi = tmp_path / "single", tmp_path / "multi"
     assert main(["train", str(colour_folder), "--out", str(single), *common]) == 0
 
@@ -44,3 +46,15 @@ def test_torchrun_two_processes_matches_single_process_checkpoint(colour_folder,
     assert any("broken.png" in s["item"] for s in json.loads((multi / "skipped.json").read_text()))
     state = json.loads((multi / "last" / "state.json").read_text())
     assert state["finished"] and state["sampler"]["epoch"] == 2
+
+
+def test_more_gpu_processes_than_gpus_is_a_clear_error(monkeypatch):
+    from vestis.train import TrainConfig
+    from vestis.train.finetune import _init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", str(max(torch.cuda.device_count(), 1)))  # one past this node's GPUs
+    cfg = TrainConfig(data="x", mode="finetune", device="cuda")
+    with pytest.raises(ValueError, match=r"one process per GPU, or add --device cpu"):
+        _init_distributed(cfg)

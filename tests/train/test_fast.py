@@ -107,3 +107,19 @@ def test_losses():
     assert FocalLoss(gamma=2.0)(logits, target) < focal0  # easy examples are down-weighted
     with pytest.raises(ValueError):
         make_loss("hinge", y, 2)
+
+
+def test_feature_extraction_leaves_the_model_trainable(colour_folder, tmp_path):
+    """Fine-tuning extracts probe features with the model it then trains: moving that model to the device must
+    not happen in inference mode (on a GPU its parameters became inference tensors that autograd refuses)."""
+    from vestis.models import create_model
+    from vestis.train.features import extract_features
+
+    model = create_model("test_tiny", heads={"label": ["a", "b"]}, pretrained=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    paths = sorted((colour_folder / "train" / "red").iterdir())[:4]
+    feats = extract_features(model, paths, cache=False, progress=False, device=device, workers=0)
+    assert feats.ok.all()
+    assert not any(p.is_inference() for p in model.parameters())
+    loss = model(torch.zeros(2, 3, 32, 32, device=next(model.parameters()).device))["label"].sum()
+    loss.backward()  # raised "Inference tensors cannot be saved for backward" on CUDA

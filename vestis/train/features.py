@@ -119,7 +119,6 @@ class Features:
     digests: list[str | None] = field(default_factory=list)
 
 
-@torch.inference_mode()
 def extract_features(model: VestisModel, paths: list[str | Path], *, views: tuple[str, ...] = ("plain",),
                      batch_size: int = 64, workers: int | None = None, precision: str = "auto",
                      cache: bool = True, cache_dir: str | Path | None = None, progress: bool = True,
@@ -149,6 +148,8 @@ def extract_features(model: VestisModel, paths: list[str | Path], *, views: tupl
             todo.append(i)
 
     if todo:
+        # moved outside inference mode: on a GPU, parameters copied inside it would become inference tensors
+        # that a later fine-tuning of this same model cannot train
         model = model.to(device).eval()
         transform = resolve_transform(model.preprocess)
         bar = tqdm(total=len(todo), desc=f"features {model.backbone_name}", unit="img", disable=not progress)
@@ -160,7 +161,7 @@ def extract_features(model: VestisModel, paths: list[str | Path], *, views: tupl
                 out.errors[todo[j]], out.ok[todo[j]] = err, False
             if xs is not None:
                 b, v = xs.shape[:2]
-                with autocast(device, precision):
+                with torch.inference_mode(), autocast(device, precision):
                     f = model.features(xs.flatten(0, 1).to(device)).float().cpu().numpy().reshape(b, v, d)
                 for j, rows in zip(idx.tolist(), f, strict=True):
                     i = todo[j]

@@ -311,6 +311,9 @@ def _init_distributed(cfg: TrainConfig):
         return 0, 1, device
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ValueError(f"process {local} of this node has no GPU of its own (the node has "
+                             f"{torch.cuda.device_count()}): start one process per GPU, or add --device cpu")  # fmt: skip
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():

@@ -113,3 +113,23 @@ def test_evaluate_ensemble_averages_probabilities(trained, colour_folder, tmp_pa
                  "--workers", "0", "--quiet"]) == 0  # fmt: skip
     with pytest.raises(ValueError, match="classes differ"):
         evaluate_run([trained, tmp_path / "ab"], quiet=True)
+
+    # the same ensemble predicts: --model repeated, the JSON contract unchanged
+    image = str(sorted((colour_folder / "test" / "red").iterdir())[0])
+    capsys.readouterr()
+    assert (
+        main(["predict", image, "--model", str(trained), "--model", str(other), "--json", "--top-k", "3"])
+        == 0
+    )
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert set(line) == {"input", "predictions"} and line["predictions"]["label"][0]["label"] == "red"
+    singles = []
+    for r in (trained, other):
+        assert main(["predict", image, "--model", str(r), "--json", "--top-k", "3"]) == 0
+        singles.append(
+            {p["label"]: p["score"] for p in json.loads(capsys.readouterr().out)["predictions"]["label"]}
+        )
+    for p in line["predictions"]["label"]:
+        assert p["score"] == pytest.approx((singles[0][p["label"]] + singles[1][p["label"]]) / 2, abs=2e-6)
+    assert main(["predict", image, "--model", str(trained), "--model", str(tmp_path / "ab")]) == 2
+    assert "classes differ" in capsys.readouterr().err

@@ -419,3 +419,37 @@ def test_config_validation(kw):
     with pytest.raises(ValueError, match=next(iter(kw))):
         PredictConfig(**kw)
     PredictConfig()  # defaults are valid
+
+
+def test_ensemble_averages_member_probabilities(model, files):
+    from vestis.models import Preprocess
+    from vestis.models.ensemble import Ensemble
+
+    torch.manual_seed(1)
+    other = create_model("test_tiny", heads=HEADS).eval()
+    other.preprocess = Preprocess(input_size=40, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0)
+    ens = Ensemble([model, other]).eval()
+    assert ens.classes == HEADS
+    inputs = [files["good0"], files["corrupt"], files["good1"]]
+    out = run(ens, inputs, top_k=3)
+    check_prediction(out[0], 3)
+    check_error(out[1])
+    check_prediction(out[2], 3)
+
+    def probs(r):
+        return {(h, p["label"]): p["score"] for h, ps in r["predictions"].items() for p in ps}
+
+    for i in (0, 2):
+        a, b, e = (probs(run(m, [inputs[i]], top_k=3)[0]) for m in (model, other, ens))
+        assert a != b
+        for key in e:
+            assert e[key] == pytest.approx((a[key] + b[key]) / 2, abs=2e-6)
+    assert run(ens, inputs, top_k=3, workers=1, batch_size=2) == out  # worker processes, several batches
+    assert run(ens, inputs, top_k=3, tta=True)[0] != out[0]
+    mem = predict_images(ens, [files["good0"].read_bytes(), b"x"], top_k=3, precision="fp32")
+    assert mem[0]["predictions"] == out[0]["predictions"] and set(mem[1]) == {"error"}
+
+    with pytest.raises(ValueError, match="heads or classes differ"):
+        Ensemble([model, create_model("test_tiny", heads={"label": ["a", "b"]})])
+    with pytest.raises(ValueError, match="at least two"):
+        Ensemble([model])

@@ -160,7 +160,9 @@ def _evaluate(args) -> int:
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="labels for image files, folders, globs and http(s) URLs")
     p.add_argument("inputs", nargs="+", help="image files, folders, glob patterns or http(s) URLs")
-    p.add_argument("--model", help="run directory (default: the bundled model)")
+    p.add_argument("--model", action="append", metavar="RUN",
+                   help="run directory (default: the bundled model); repeat it to average several runs' "
+                   "probabilities (an ensemble: same heads and classes)")  # fmt: skip
     p.add_argument("--top-k", type=int, default=3)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="JSON Lines, one object per input")
@@ -178,13 +180,13 @@ def _add_predict(sub) -> None:
 def _predict(args) -> int:
     from pathlib import Path
 
-    from vestis.models.checkpoint import load_checkpoint
+    from vestis.models.ensemble import load_models
     from vestis.predict import PredictConfig, predict, write_results
 
     cfg = PredictConfig(top_k=args.top_k, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
                         timeout=args.timeout, max_bytes=int(args.max_mb * 2**20), tta=args.tta,
                         progress=not args.quiet and not args.json)  # fmt: skip
-    model, config = load_checkpoint(args.model)
+    model, config = load_models(args.model)
     results = predict(model, config, args.inputs, cfg)
     n_ok, n_failed = write_results(results, "json" if args.json else "table", sys.stdout,
                                    Path(args.csv) if args.csv else None)  # fmt: skip

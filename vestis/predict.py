@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 
 from vestis import __version__
 from vestis.data.images import ImageError, is_image_path, load_image, to_rgb
-from vestis.models.preprocess import resolve_transform
+from vestis.models.preprocess import load_size, resolve_transform
 from vestis.runtime import autocast, tune_allocator
-from vestis.train.features import iterate_batches
+from vestis.train.features import iterate_batches, stack_batch, stack_views
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # any scheme; fetch_url refuses all but http(s)
 _CSV_COLUMNS = ["input", "head", "rank", "label", "score", "error"]
@@ -131,13 +131,17 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _classify(model, xs: torch.Tensor, top_k: int, precision: str) -> list[dict]:
+def _classify(model, xs: torch.Tensor | tuple[torch.Tensor, ...], top_k: int, precision: str) -> list[dict]:
     """A batch of transformed images (B, V, 3, H, W) -> one ``{head: [{label, score}]}`` per image,
-    probabilities averaged over the V views (test-time augmentation)."""
+    probabilities averaged over the V views (test-time augmentation). An ensemble takes a tuple of such
+    batches, one per member."""
     device = _device(model)
-    b, v = xs.shape[:2]
+    b, v = (xs[0] if isinstance(xs, tuple) else xs).shape[:2]
     with torch.inference_mode(), autocast(device, precision):
-        logits = model(xs.flatten(0, 1).to(device))
+        if isinstance(xs, tuple):
+            logits = model(tuple(x.flatten(0, 1).to(device) for x in xs))
+        else:
+            logits = model(xs.flatten(0, 1).to(device))
     rows: list[dict] = [{} for _ in range(b)]
     for head, z in logits.items():
         p = z.float().softmax(-1).view(b, v, -1).mean(1)
@@ -157,7 +161,8 @@ def _try_fetch(url: str, cfg: PredictConfig) -> tuple[bytes | None, str | None]:
 
 
 def predict(model, config: dict, inputs: list[str], cfg: PredictConfig) -> Iterator[dict]:
-    """Yield one result per expanded input, in input order (``config``: the checkpoint's, for callers' symmetry)."""
+    """Yield one result per expanded input, in input order (``config``: the checkpoint's, for callers' symmetry).
+    ``model`` is a trained model or an :class:`~vestis.models.ensemble.Ensemble` of them."""
     tune_allocator()
     expanded = expand_inputs(inputs)
     urls = [i for i, (s, err) in enumerate(expanded) if err is None and _is_url(s)]
@@ -183,7 +188,7 @@ def predict(model, config: dict, inputs: list[str], cfg: PredictConfig) -> Itera
         bar = tqdm(total=len(items), unit="img", desc="predict", disable=not cfg.progress or n_batches < 2)
         views = ("plain", "flip") if cfg.tta else ("plain",)
         batches = iterate_batches(
-            items, transform, model.preprocess.resize_size, cfg.batch_size, cfg.workers, views
+            items, transform, load_size(model.preprocess), cfg.batch_size, cfg.workers, views
         )
         for idx, xs, errors in batches:
             for j, err in errors:
@@ -214,14 +219,13 @@ def predict_images(model, images: list[Image.Image | bytes], top_k: int = 3, tta
             if isinstance(img, Image.Image):
                 img = to_rgb(ImageOps.exif_transpose(img))
             else:
-                img = load_image(img, model.preprocess.resize_size)
-            x = transform(img)
-            xs.append(torch.stack([x, x.flip(-1)]) if tta else x[None])
+                img = load_image(img, load_size(model.preprocess))
+            xs.append(stack_views(transform(img), ("plain", "flip") if tta else ("plain",)))
             ok.append(i)
         except (ImageError, OSError, ValueError) as e:
             out[i] = {"error": str(e) or type(e).__name__}
     if xs:
-        for i, preds in zip(ok, _classify(model, torch.stack(xs), top_k, precision), strict=True):
+        for i, preds in zip(ok, _classify(model, stack_batch(xs), top_k, precision), strict=True):
             out[i] = {"predictions": preds}
     return out
 

@@ -54,9 +54,25 @@ class Preprocess:
         return cls(**d)
 
 
-def resolve_transform(pre: Preprocess, train: bool = False, augment: str = "light", crop_scale: float = 0.35,
-                      erase: float = 0.0, size: int | None = None):  # fmt: skip
-    """PIL RGB image -> normalised float tensor (3, S, S).
+class _EachMember:
+    """An ensemble's transform: the image prepared once per member, as a tuple."""
+
+    def __init__(self, transforms: list):
+        self.transforms = transforms
+
+    def __call__(self, img):
+        return tuple(t(img) for t in self.transforms)
+
+
+def load_size(pre: Preprocess | tuple[Preprocess, ...]) -> int:
+    """The shorter side an image may be decoded down to before ``resolve_transform(pre)`` (the largest member's)."""
+    return max(p.resize_size for p in pre) if isinstance(pre, tuple) else pre.resize_size
+
+
+def resolve_transform(pre: Preprocess | tuple[Preprocess, ...], train: bool = False, augment: str = "light",
+                      crop_scale: float = 0.35, erase: float = 0.0, size: int | None = None):  # fmt: skip
+    """PIL RGB image -> normalised float tensor (3, S, S); for an ensemble's tuple of preprocessings, a tuple of
+    such tensors, one per member.
 
     Eval: resize the shorter side to ``resize_size``, centre-crop ``input_size``.
     Train (used by the fine-tuning trainer): random-resized-crop (area ``crop_scale``..1) + flip, plus ``augment``:
@@ -65,6 +81,8 @@ def resolve_transform(pre: Preprocess, train: bool = False, augment: str = "ligh
     ``input_size``; smaller is faster, and a model trained on random-resized crops a little below its test size
     sees objects at the apparent size it is tested at: Touvron et al., "Fixing the train-test resolution
     discrepancy", 2019)."""
+    if isinstance(pre, tuple):
+        return _EachMember([resolve_transform(p, train, augment, crop_scale, erase, size) for p in pre])
     interp = _INTERP[pre.interpolation]
     norm = [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     if not train:

@@ -62,8 +62,23 @@ class FeatureCache:
         os.replace(tmp, final)
 
 
+def stack_views(x, views: tuple[str, ...]):
+    """A transformed image (3, H, W) -> its views stacked (V, 3, H, W) ('flip' = mirrored); a tuple of images
+    (an ensemble's transform) -> a tuple of such stacks."""
+    if isinstance(x, tuple):
+        return tuple(stack_views(t, views) for t in x)
+    return torch.stack([torch.flip(x, dims=[-1]) if v == "flip" else x for v in views])
+
+
+def stack_batch(xs: list):
+    """Images from ``stack_views`` -> a batch (B, V, 3, H, W), or a tuple of batches for an ensemble."""
+    if isinstance(xs[0], tuple):
+        return tuple(torch.stack(parts) for parts in zip(*xs, strict=True))
+    return torch.stack(xs)
+
+
 class _Images(Dataset):
-    """Decodes each image once and returns its views stacked: (V, 3, H, W) ('flip' = mirrored)."""
+    """Decodes each image once and returns its views stacked (see ``stack_views``)."""
 
     def __init__(self, items: list, transform, min_size: int, views: tuple[str, ...] = ("plain",)):
         self.items, self.transform, self.min_size, self.views = items, transform, min_size, views
@@ -76,20 +91,21 @@ class _Images(Dataset):
             x = self.transform(load_image(self.items[i], self.min_size))
         except ImageError as e:
             return i, None, str(e)
-        return i, torch.stack([torch.flip(x, dims=[-1]) if v == "flip" else x for v in self.views]), ""
+        return i, stack_views(x, self.views), ""
 
 
 def _collate(batch):
     ok = [(i, x) for i, x, _ in batch if x is not None]
     errors = [(i, err) for i, x, err in batch if x is None]
     idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
-    xs = torch.stack([x for _, x in ok]) if ok else None
+    xs = stack_batch([x for _, x in ok]) if ok else None
     return idx, xs, errors
 
 
 def iterate_batches(items: list, transform, min_size: int, batch_size: int = 64, workers: int | None = None,
                     views: tuple[str, ...] = ("plain",)):  # fmt: skip
-    """Yield (indices, tensor (B, V, 3, H, W) or None, [(index, error)]) over ``items`` (paths or bytes)."""
+    """Yield (indices, tensor (B, V, 3, H, W) or None, [(index, error)]) over ``items`` (paths or bytes); with an
+    ensemble's transform, a tuple of such tensors, one per member."""
     workers = default_workers() if workers is None else workers
     ds = _Images(items, transform, min_size, views)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate,

@@ -44,6 +44,7 @@ def evaluate_run(run: str | Path | list | None, split: str = "test", data: str |
     ok = np.ones(len(samples), dtype=bool)
     errors: dict[int, str] = {}
     first_classes = model.classes
+    run_views = []  # the test-time views each run was scored with
     for k, run_dir in enumerate(run_dirs):
         if k:
             model, config = load_checkpoint(run_dir)
@@ -53,6 +54,7 @@ def evaluate_run(run: str | Path | list | None, split: str = "test", data: str |
                 )
         views = tuple(config.get("train_config", {}).get("views", ["plain"])) if tta is None else (
             ("plain", "flip") if tta else ("plain",))  # fmt: skip
+        run_views.append(list(views))
         feats = extract_features(
             model, [s.path for s in samples], views=views, progress=not quiet, cache_dir=cache_dir
         )
@@ -86,7 +88,7 @@ def evaluate_run(run: str | Path | list | None, split: str = "test", data: str |
     out = Path(out)
     report = write_report(out, results, split, skipped=skipped,
                           extra={"model": ", ".join(map(str, run_dirs)), "data": str(source), "notes": notes,
-                                 "views": list(views)})  # fmt: skip
+                                 "views": run_views[0] if len(run_dirs) == 1 else run_views})  # fmt: skip
     if not quiet:
         for head, r in results.items():
             print(format_table(r["metrics"], title=f"{split} · {head}"))

@@ -3,9 +3,10 @@ run and their ensemble (class probabilities averaged) on validation (for every c
 used to choose).
 
     .venv/bin/python benchmarks/bench_finetune_accuracy.py --backbone lite0 --out runs/ft-lite0 \\
-        [--fast vestis/assets/default] [--skip-train] -- [more `vestis train` options]
+        --fast runs/fast-lite1 [--skip-train] -- [more `vestis train` options]
 
-OUT holds the fine-tuned run; --fast names a fast-mode run to ensemble with (default: the bundled model);
+OUT holds the fine-tuned run; --fast names a fast-mode run to ensemble with (the tables in docs/BENCHMARKS.md
+used `vestis train DATA --backbone lite1 --out runs/fast-lite1`, the bundled default before issue #3);
 --skip-train scores an OUT that is already trained. Prints a markdown table (and writes OUT/bench.json)."""
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="lite0")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--fast", default="vestis/assets/default", help="fast-mode run to ensemble with")
+    ap.add_argument("--fast", required=True, help="fast-mode run to ensemble with")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `vestis train` options")
     args = ap.parse_args()

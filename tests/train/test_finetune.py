@@ -56,10 +56,11 @@ def test_finetune_learns_saves_and_evaluates(colour_folder, tmp_path):
     assert summary["metrics"]["validation"]["label"]["top1"] >= 0.9  # from a random head: it learned
     config = json.loads((run / "config.json").read_text())
     assert config["includes_backbone"] is True and config["train_config"]["mode"] == "finetune"
+    assert config["pretrained"] is True  # how the weights began, also after the best model is reloaded
     assert config["train_config"]["views"] == ["plain", "flip"]
     assert config["data"]["load"]["source"] == str(colour_folder)
     model, _ = load_checkpoint(run)
-    assert model.classes == {"label": ["blue", "green", "red"]}
+    assert model.classes == {"label": ["blue", "green", "red"]} and model.pretrained is True
     fresh = create_model("test_tiny")
     assert not torch.equal(model.backbone.body[0].weight, fresh.backbone.body[0].weight)  # backbone trained
     report = evaluate_run(run, split="test", quiet=True, cache_dir=str(tmp_path / "cache"))

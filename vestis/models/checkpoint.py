@@ -113,6 +113,7 @@ def load_checkpoint(
         head=HeadConfig.from_dict(config["head"]),
     )
     model.preprocess = Preprocess.from_dict(config["preprocess"])
+    model.pretrained = config["pretrained"]  # how the weights began, kept when the model is saved again
     state = load_file(str(Path(run_dir) / WEIGHTS))  # safetensors: tensors only
     target = model.state_dict()
     state = {k: v.to(target[k].dtype) if k in target else v for k, v in state.items()}

@@ -739,6 +739,7 @@ def _evaluate_best(run: Run, va: list[int]):
     """The best model saved so far, and its class probabilities on samples ``va``."""
     cfg = run.cfg
     model = create_model(cfg.backbone, pretrained=False, head=run.model.head_cfg)
+    model.pretrained = cfg.pretrained  # the saved weights began as these (recorded in the checkpoint)
     _load_weights_from_run(model, run.run_dir)
     model.to(run.device)
     probs, ok, _ = predict_probs(model, make_loader(run.images(va), cfg.batch_size, run.workers), len(va),

@@ -47,12 +47,8 @@ def main() -> None:
             ap.error(f"--variant {spec!r}: expected NAME=OPTIONS")
         runs = []
         for seed in args.seeds:
-            options = [
-                *shlex.split(args.base),
-                "--seed",
-                str(seed),
-                *shlex.split(opts),
-            ]  # a variant may set its seed
+            # the variant's options come last, so a variant may set its own seed
+            options = [*shlex.split(args.base), "--seed", str(seed), *shlex.split(opts)]
             runs.append(run_variant(args.data, out / f"{name}-s{seed}", options))
             print(f"{name} seed {seed}: val {runs[-1]['val_top1']:.4f} at epoch {runs[-1]['best_epoch']} "
                   f"({runs[-1]['seconds']:.0f} s) curve {runs[-1]['curve']}", flush=True)  # fmt: skip

@@ -133,4 +133,5 @@ def test_evaluate_ensemble_averages_probabilities(trained, colour_folder, tmp_pa
     for p in line["predictions"]["label"]:
         assert p["score"] == pytest.approx((singles[0][p["label"]] + singles[1][p["label"]]) / 2, abs=2e-6)
     assert main(["predict", image, "--model", str(trained), "--model", str(tmp_path / "ab")]) == 2
-    assert "classes differ" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "classes differ" in err and str(tmp_path / "ab") in err  # the error names the run

@@ -10,6 +10,7 @@ from vestis.data import Skipped, load_dataset
 from vestis.evaluate.metrics import compute_metrics, format_table
 from vestis.evaluate.report import write_report
 from vestis.models.checkpoint import load_checkpoint, resolve_model_dir
+from vestis.models.ensemble import check_same_classes
 from vestis.train.fast import head_probs
 from vestis.train.features import extract_features
 
@@ -48,10 +49,7 @@ def evaluate_run(run: str | Path | list | None, split: str = "test", data: str |
     for k, run_dir in enumerate(run_dirs):
         if k:
             model, config = load_checkpoint(run_dir)
-            if model.classes != first_classes:
-                raise ValueError(
-                    f"cannot ensemble {run_dirs[0]} and {run_dir}: their heads or classes differ"
-                )
+            check_same_classes(first_classes, model.classes, str(run_dirs[0]), str(run_dir))
         views = tuple(config.get("train_config", {}).get("views", ["plain"])) if tta is None else (
             ("plain", "flip") if tta else ("plain",))  # fmt: skip
         run_views.append(list(views))

@@ -8,19 +8,25 @@ from torch import nn
 from vestis.models.preprocess import Preprocess
 
 
+def check_same_classes(first: dict, other: dict, first_name: str, other_name: str) -> None:
+    """Models can be ensembled only when their heads and classes (in order) are the same."""
+    if other != first:
+        raise ValueError(f"cannot ensemble {first_name} and {other_name}: their heads or classes differ")
+
+
 class Ensemble(nn.Module):
     """Members must share heads and classes. Each member keeps its own preprocessing: ``forward`` takes one
     batch per member, in member order (what :func:`~vestis.models.preprocess.resolve_transform` makes of
     ``preprocess``), and returns, per head, the log of the members' averaged probabilities, so a softmax of
     the output is that average, as for a single model's logits."""
 
-    def __init__(self, members: list[nn.Module]):
+    def __init__(self, members: list[nn.Module], names: list[str] | None = None):
         super().__init__()
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two models")
-        for k, m in enumerate(members[1:], 1):
-            if m.classes != members[0].classes:
-                raise ValueError(f"cannot ensemble models 1 and {k + 1}: their heads or classes differ")
+        names = names or [f"model {k + 1}" for k in range(len(members))]
+        for m, name in zip(members[1:], names[1:], strict=True):
+            check_same_classes(members[0].classes, m.classes, names[0], name)
         self.members = nn.ModuleList(members)
         self.classes = members[0].classes
 
@@ -43,7 +49,9 @@ def load_models(runs: list[str | None], device: str | torch.device = "cpu") -> t
     :class:`Ensemble` of them with the first run's config."""
     from vestis.models.checkpoint import load_checkpoint
 
-    loaded = [load_checkpoint(r, device=device) for r in runs or [None]]
+    runs = runs or [None]
+    loaded = [load_checkpoint(r, device=device) for r in runs]
     if len(loaded) == 1:
         return loaded[0]
-    return Ensemble([m for m, _ in loaded]).eval(), loaded[0][1]
+    names = [str(r or "the bundled model") for r in runs]
+    return Ensemble([m for m, _ in loaded], names).eval(), loaded[0][1]

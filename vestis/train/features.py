@@ -164,8 +164,8 @@ def extract_features(model: VestisModel, paths: list[str | Path], *, views: tupl
             todo.append(i)
 
     if todo:
-        # moved outside inference mode: on a GPU, parameters copied inside it would become inference tensors
-        # that a later fine-tuning of this same model cannot train
+        # outside inference mode: on a GPU, parameters copied inside it would become inference tensors that a
+        # later fine-tuning of this same model cannot train
         model = model.to(device).eval()
         transform = resolve_transform(model.preprocess)
         bar = tqdm(total=len(todo), desc=f"features {model.backbone_name}", unit="img", disable=not progress)

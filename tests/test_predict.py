@@ -17,6 +17,7 @@ from PIL import Image
 
 from vestis import __version__
 from vestis.data.images import ImageError
+from vestis.engine.torch_runner import TorchRunner
 from vestis.models import create_model
 from vestis.predict import (
     PredictConfig,
@@ -39,11 +40,15 @@ def png_bytes(seed: int, size: int = 32, mode: str = "RGB") -> bytes:
 
 
 def fast(**kw) -> PredictConfig:
-    return PredictConfig(**{"workers": 0, "precision": "fp32", "progress": False, **kw})
+    return PredictConfig(**{"workers": 0, "progress": False, **kw})
+
+
+def R(model) -> TorchRunner:
+    return TorchRunner(model, "cpu", "fp32")
 
 
 def run(model, inputs, **kw) -> list[dict]:
-    return list(predict(model, {}, [str(i) for i in inputs], fast(**kw)))
+    return list(predict(R(model), [str(i) for i in inputs], fast(**kw)))
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +222,7 @@ def test_predict_images_in_memory(model, files):
     data = files["good0"].read_bytes()
     rgba = Image.open(io.BytesIO(png_bytes(5, mode="RGBA")))
     out = predict_images(
-        model, [data, b"garbage", Image.open(io.BytesIO(data)), rgba, b""], top_k=2, precision="fp32"
+        R(model), [data, b"garbage", Image.open(io.BytesIO(data)), rgba, b""], top_k=2
     )
     assert [set(r) for r in out] == [{"predictions"}, {"error"}, {"predictions"}, {"predictions"}, {"error"}]
     for r in (out[0], out[2], out[3]):
@@ -225,8 +230,8 @@ def test_predict_images_in_memory(model, files):
     assert out[0] == out[2]  # bytes and the decoded image give the same answer
     assert out[0]["predictions"] == run(model, [files["good0"]], top_k=2)[0]["predictions"]
     assert out[4] == {"error": "empty file"}
-    assert [set(r) for r in predict_images(model, [data], tta=True)] == [{"predictions"}]
-    assert predict_images(model, []) == []
+    assert [set(r) for r in predict_images(R(model), [data], tta=True)] == [{"predictions"}]
+    assert predict_images(R(model), []) == []
 
 
 # --- URLs -------------------------------------------------------------------------------------------
@@ -411,7 +416,6 @@ def test_write_table(results):
         {"timeout": 0},
         {"timeout": -1.0},
         {"max_bytes": 0},
-        {"precision": "fp8"},
         {"workers": -1},
     ],
 )
@@ -446,7 +450,7 @@ def test_ensemble_averages_member_probabilities(model, files):
             assert e[key] == pytest.approx((a[key] + b[key]) / 2, abs=2e-6)
     assert run(ens, inputs, top_k=3, workers=1, batch_size=2) == out  # worker processes, several batches
     assert run(ens, inputs, top_k=3, tta=True)[0] != out[0]
-    mem = predict_images(ens, [files["good0"].read_bytes(), b"x"], top_k=3, precision="fp32")
+    mem = predict_images(R(ens), [files["good0"].read_bytes(), b"x"], top_k=3)
     assert mem[0]["predictions"] == out[0]["predictions"] and set(mem[1]) == {"error"}
 
     with pytest.raises(ValueError, match="heads or classes differ"):

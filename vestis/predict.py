@@ -11,6 +11,7 @@ import csv
 import glob
 import http.client
 import json
+import os
 import re
 import urllib.error
 import urllib.request
@@ -21,15 +22,13 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-import torch
-from PIL import Image, ImageOps
+import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from vestis import __version__
-from vestis.data.images import ImageError, is_image_path, load_image, to_rgb
-from vestis.models.preprocess import load_size, resolve_transform
-from vestis.runtime import autocast, tune_allocator
-from vestis.train.features import iterate_batches, stack_batch, stack_views
+from vestis.data.images import ImageError, is_image_path
+from vestis.engine.infer import image_set, run_batches
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # any scheme; fetch_url refuses all but http(s)
 _CSV_COLUMNS = ["input", "head", "rank", "label", "score", "error"]
@@ -40,7 +39,6 @@ class PredictConfig:
     top_k: int = 3
     batch_size: int = 32
     workers: int | None = None  # image-decoding processes; None: iterate_batches' default
-    precision: str = "auto"  # fp32, bf16 or auto
     timeout: float = 10.0  # seconds per download
     max_bytes: int = 20 * 2**20  # largest download accepted
     tta: bool = False  # average with the horizontally flipped image
@@ -52,8 +50,6 @@ class PredictConfig:
                 raise ValueError(
                     f"{name} must be {'> 0' if name == 'timeout' else '>= 1'}, got {getattr(self, name)}"
                 )
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
 
@@ -70,8 +66,10 @@ def expand_inputs(inputs: list[str]) -> list[tuple[str, str | None]]:
         if _is_url(s):
             out.append((s, None))
         elif Path(s).is_dir():
-            images = sorted(str(p) for p in Path(s).rglob("*") if p.is_file() and is_image_path(p))
+            images = _folder_images(Path(s))
             out.extend([(p, None) for p in images] or [(s, "no images in this folder")])
+        elif Path(s).exists():  # an existing file is itself, even with glob characters in its name
+            out.append((s, None))
         elif any(c in s for c in "*?["):
             matches = sorted(glob.glob(s, recursive=True))
             if not matches:
@@ -81,6 +79,20 @@ def expand_inputs(inputs: list[str]) -> list[tuple[str, str | None]]:
         else:
             out.append((s, None if Path(s).exists() else "file not found"))
     return out
+
+
+def _folder_images(root: Path) -> list[str]:
+    """Image files under ``root``, sorted; symlinked folders are followed once (a link loop cannot recurse)."""
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop or a second link to the same folder
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and is_image_path(f)]
+    return sorted(p for p in found if os.path.isfile(p))
 
 
 def _size(n: int) -> str:
@@ -94,9 +106,15 @@ def fetch_url(url: str, timeout: float, max_bytes: int) -> bytes:
         raise ImageError(f"unsupported URL scheme {scheme!r}: only http and https are accepted")
     # no file: or ftp: handlers, so a redirect cannot reach the local disk either
     opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), urllib.request.HTTPHandler(),
-                    urllib.request.HTTPSHandler(), urllib.request.HTTPDefaultErrorHandler(),
-                    urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor()):  # fmt: skip
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
         opener.add_handler(handler)
     request = urllib.request.Request(url, headers={"User-Agent": f"vestis/{__version__}"})
     too_large = ImageError(f"download larger than {_size(max_bytes)}")
@@ -127,77 +145,76 @@ def fetch_url(url: str, timeout: float, max_bytes: int) -> bytes:
         raise ImageError(f"download failed: {e or type(e).__name__}") from e
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _classify(model, xs: torch.Tensor | tuple[torch.Tensor, ...], top_k: int, precision: str) -> list[dict]:
-    """A batch of transformed images (B, V, 3, H, W) -> one ``{head: [{label, score}]}`` per image,
-    probabilities averaged over the V views (test-time augmentation). An ensemble takes a tuple of such
-    batches, one per member."""
-    device = _device(model)
-    b, v = (xs[0] if isinstance(xs, tuple) else xs).shape[:2]
-    with torch.inference_mode(), autocast(device, precision):
-        if isinstance(xs, tuple):
-            logits = model(tuple(x.flatten(0, 1).to(device) for x in xs))
-        else:
-            logits = model(xs.flatten(0, 1).to(device))
+def top_predictions(probs: dict[str, np.ndarray], classes: dict[str, list[str]], k: int) -> list[dict]:
+    """Per-head probabilities (B, C) -> one ``{head: [{label, score}, ...]}`` per row, best first."""
+    b = len(next(iter(probs.values()))) if probs else 0
     rows: list[dict] = [{} for _ in range(b)]
-    for head, z in logits.items():
-        p = z.float().softmax(-1).view(b, v, -1).mean(1)
-        k = min(top_k, p.shape[-1])
-        scores, idx = (t.cpu().tolist() for t in p.topk(k, dim=-1))
-        names = model.classes[head]
-        for row, s, c in zip(rows, scores, idx, strict=True):
-            row[head] = [{"label": names[j], "score": round(v, 6)} for v, j in zip(s, c, strict=True)]
+    for head, p in probs.items():
+        kk = min(k, p.shape[-1])
+        order = np.argsort(-p, axis=-1, kind="stable")[:, :kk]
+        names = classes[head]
+        for row, pr, idx in zip(rows, p, order, strict=True):
+            row[head] = [{"label": names[j], "score": round(float(pr[j]), 6)} for j in idx]
     return rows
 
 
-def _try_fetch(url: str, cfg: PredictConfig) -> tuple[bytes | None, str | None]:
+def _try_fetch(url: str, timeout: float, max_bytes: int) -> tuple[bytes | None, str | None]:
     try:
-        return fetch_url(url, cfg.timeout, cfg.max_bytes), None
+        return fetch_url(url, timeout, max_bytes), None
     except ImageError as e:
         return None, str(e)
 
 
-def predict(model, config: dict, inputs: list[str], cfg: PredictConfig) -> Iterator[dict]:
-    """Yield one result per expanded input, in input order (``config``: the checkpoint's, for callers' symmetry).
-    ``model`` is a trained model or an :class:`~vestis.models.ensemble.Ensemble` of them."""
-    tune_allocator()
+def resolve_inputs(
+    inputs: list[str], timeout: float = 10.0, max_bytes: int = 20 * 2**20
+) -> list[tuple[str, object, str | None]]:
+    """Expand inputs (:func:`expand_inputs`) and download the URLs (in parallel threads): one
+    ``(name, source, error)`` per image, where ``source`` is a path or the downloaded bytes (None on error)."""
     expanded = expand_inputs(inputs)
     urls = [i for i, (s, err) in enumerate(expanded) if err is None and _is_url(s)]
     fetched: dict[int, tuple[bytes | None, str | None]] = {}
     if urls:
         with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
-            fetched = dict(zip(urls, pool.map(lambda i: _try_fetch(expanded[i][0], cfg), urls), strict=True))
-    ready: dict[int, dict] = {}  # finished results waiting for their turn
-    where, items = [], []  # result index and source (path or downloaded bytes) of each image to run
+            got = pool.map(lambda i: _try_fetch(expanded[i][0], timeout, max_bytes), urls)
+            fetched = dict(zip(urls, got, strict=True))
+    out = []
     for i, (s, err) in enumerate(expanded):
         src, err = fetched.get(i, (s, err))
+        out.append((s, None if err else src, err))
+    return out
+
+
+def predict(runner, inputs: list[str], cfg: PredictConfig) -> Iterator[dict]:
+    """Yield one result per expanded input, in input order. ``runner``: an engine runner (PyTorch or ONNX
+    Runtime; one model or an ensemble), e.g. ``vestis.load(...).runner``."""
+    resolved = resolve_inputs(inputs, cfg.timeout, cfg.max_bytes)
+    expanded = [(name, err) for name, _, err in resolved]
+    ready: dict[int, dict] = {}  # finished results waiting for their turn
+    where, items = [], []  # result index and source (path or downloaded bytes) of each image to run
+    for i, (name, src, err) in enumerate(resolved):
         if err is not None:
-            ready[i] = {"input": s, "error": err}
+            ready[i] = {"input": name, "error": err}
         else:
             where.append(i)
             items.append(src)
 
     nxt = 0
     if items:
-        model.eval()
-        transform = resolve_transform(model.preprocess)
-        n_batches = -(-len(items) // cfg.batch_size)
-        bar = tqdm(total=len(items), unit="img", desc="predict", disable=not cfg.progress or n_batches < 2)
-        views = ("plain", "flip") if cfg.tta else ("plain",)
-        batches = iterate_batches(
-            items, transform, load_size(model.preprocess), cfg.batch_size, cfg.workers, views
+        bar = tqdm(
+            total=len(items),
+            unit="img",
+            desc="predict",
+            disable=not cfg.progress or len(items) <= cfg.batch_size,
         )
-        for idx, xs, errors in batches:
-            for j, err in errors:
+        views = ("plain", "flip") if cfg.tta else ("plain",)
+        for r in run_batches(runner, items, views, cfg.batch_size, cfg.workers):
+            for j, err in r.errors:
                 ready[where[j]] = {"input": expanded[where[j]][0], "error": err}
-            if xs is not None:
-                rows = _classify(model, xs, cfg.top_k, cfg.precision)
-                for j, preds in zip(idx.tolist(), rows, strict=True):
-                    ready[where[j]] = {"input": expanded[where[j]][0], "predictions": preds}
-            bar.update(len(idx) + len(errors))
+            for j, preds in zip(
+                r.idx.tolist(), top_predictions(r.probs, runner.classes, cfg.top_k), strict=True
+            ):
+                ready[where[j]] = {"input": expanded[where[j]][0], "predictions": preds}
+            bar.update(len(r.idx) + len(r.errors))
             while nxt in ready:
                 yield ready.pop(nxt)
                 nxt += 1
@@ -206,27 +223,17 @@ def predict(model, config: dict, inputs: list[str], cfg: PredictConfig) -> Itera
         yield ready.pop(i)
 
 
-def predict_images(model, images: list[Image.Image | bytes], top_k: int = 3, tta: bool = False,
-                   precision: str = "auto") -> list[dict]:  # fmt: skip
-    """In-memory prediction: ``{"predictions": ...}`` or ``{"error": ...}`` per image, in order."""
-    tune_allocator()
-    model.eval()
-    transform = resolve_transform(model.preprocess)
+def predict_images(
+    runner, images: list[Image.Image | bytes], top_k: int = 3, tta: bool = False
+) -> list[dict]:
+    """In-memory prediction (the server's): ``{"predictions": ...}`` or ``{"error": ...}`` per image, in order."""
+    ds = image_set(runner, list(images), ("plain", "flip") if tta else ("plain",))
     out: list[dict] = [{} for _ in images]
-    ok, xs = [], []
-    for i, img in enumerate(images):
-        try:
-            if isinstance(img, Image.Image):
-                img = to_rgb(ImageOps.exif_transpose(img))
-            else:
-                img = load_image(img, load_size(model.preprocess))
-            xs.append(stack_views(transform(img), ("plain", "flip") if tta else ("plain",)))
-            ok.append(i)
-        except (ImageError, OSError, ValueError) as e:
-            out[i] = {"error": str(e) or type(e).__name__}
-    if xs:
-        for i, preds in zip(ok, _classify(model, stack_batch(xs), top_k, precision), strict=True):
-            out[i] = {"predictions": preds}
+    for r in run_batches(runner, ds, batch_size=max(1, len(images)), workers=0):
+        for j, err in r.errors:
+            out[j] = {"error": err}
+        for j, preds in zip(r.idx.tolist(), top_predictions(r.probs, runner.classes, top_k), strict=True):
+            out[j] = {"predictions": preds}
     return out
 
 

@@ -1,4 +1,7 @@
-"""``vestis evaluate``: score a trained run on a split of its data (or on other labelled data)."""
+"""``vestis evaluate``: score a trained model on a split of its data (or on other labelled data).
+
+The model comes in as an engine runner (PyTorch or ONNX Runtime, one model or an ensemble), so evaluation
+scores exactly what prediction answers."""
 
 from __future__ import annotations
 
@@ -7,86 +10,118 @@ from pathlib import Path
 import numpy as np
 
 from vestis.data import Skipped, load_dataset
+from vestis.engine.features import infer_cached
 from vestis.evaluate.metrics import compute_metrics, format_table
 from vestis.evaluate.report import write_report
-from vestis.models.checkpoint import load_checkpoint, resolve_model_dir
-from vestis.models.ensemble import check_same_classes
-from vestis.train.fast import head_probs
-from vestis.train.features import extract_features
 
 
-def evaluate_run(run: str | Path | list | None, split: str = "test", data: str | None = None, images: str | None = None,
-                 out: str | Path | None = None, tta: bool | None = None, quiet: bool = False,
-                 cache_dir: str | None = None) -> dict:  # fmt: skip
-    """Metrics, plots and ``report.md`` for ``split`` ('all' for every sample) into ``out`` (default RUN/eval-SPLIT).
+def _data_load(card: dict, run_dir) -> dict | None:
+    load = (card.get("data") or {}).get("load")
+    if not load:
+        return None
+    try:
+        from vestis.models.checkpoint import resolve_data_load
+    except ImportError:  # older checkpoint module: paths as stored
+        return dict(load)
+    return resolve_data_load(run_dir, card) if run_dir is not None else dict(load)
 
-    The data defaults to the run's own source, re-split with its seed, so 'test' is the split the run never saw.
-    Several runs (a list) are scored as an ensemble: their class probabilities averaged, per head; they must
-    share heads and classes, and the data (source and split) is the first run's."""
-    runs = list(run) if isinstance(run, (list, tuple)) else [run]
-    run_dirs = [resolve_model_dir(r) for r in runs]
-    model, config = load_checkpoint(run_dirs[0])
-    info = config.get("data", {})
+
+def evaluation_samples(
+    card: dict, split: str = "test", data: str | None = None, images: str | None = None, run_dir=None
+):
+    """(samples, source, split) to score: ``split`` of the run's own data, re-split with its seed (so 'test'
+    is the split it never saw), or of ``data`` (other labelled data, all of it unless it has that split)."""
+    heads = list(card["heads"])
     if data:
-        source = data
-        ds = load_dataset(data, images=images, labels=list(model.classes), val=0, test=0)
+        ds = load_dataset(data, images=images, labels=heads, val=0, test=0)
         split = "all" if split == "test" and not any(s.split == "test" for s in ds.samples) else split
-    elif info.get("load"):
-        source = info["load"]["source"]
-        ds = load_dataset(**info["load"])
+        source = data
     else:
-        raise ValueError(f"{run_dirs[0]}: the run records no data source; pass --data")
+        load = _data_load(card, run_dir)
+        if not load:
+            raise ValueError(f"{run_dir or 'this model'}: records no data source; pass --data DIR_OR_CSV")
+        try:
+            ds = load_dataset(**load)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"{e}; the run's data is not found from here: pass --data DIR_OR_CSV"
+            ) from e
+        source = load["source"]
     samples = ds.samples if split == "all" else ds.split(split)
     if not samples:
         raise ValueError(
             f"no samples in split {split!r} (splits: {sorted({str(s.split) for s in ds.samples})})"
         )
-    probs: dict[str, np.ndarray] = {}
-    ok = np.ones(len(samples), dtype=bool)
-    errors: dict[int, str] = {}
-    first_classes = model.classes
-    run_views = []  # the test-time views each run was scored with
-    for k, run_dir in enumerate(run_dirs):
-        if k:
-            model, config = load_checkpoint(run_dir)
-            check_same_classes(first_classes, model.classes, str(run_dirs[0]), str(run_dir))
-        views = tuple(config.get("train_config", {}).get("views", ["plain"])) if tta is None else (
-            ("plain", "flip") if tta else ("plain",))  # fmt: skip
-        run_views.append(list(views))
-        feats = extract_features(
-            model, [s.path for s in samples], views=views, progress=not quiet, cache_dir=cache_dir
-        )
-        ok &= feats.ok
-        errors.update(feats.errors)
-        for h in model.classes:
-            probs[h] = probs.get(h, 0) + head_probs(model.head(h), feats.feats) / len(run_dirs)
-    skipped = [Skipped(str(samples[i].path), r) for i, r in sorted(errors.items())]
-    run_dir = run_dirs[0]
+    return samples, source, split
+
+
+def evaluate_runner(
+    runner,
+    card: dict,
+    split: str = "test",
+    data: str | None = None,
+    images: str | None = None,
+    out: str | Path | None = None,
+    tta: bool | None = None,
+    quiet: bool = False,
+    cache_dir: str | None = None,
+    name: str = "model",
+    run_dir=None,
+    batch_size: int = 64,
+    workers: int | None = None,
+) -> dict:
+    """Metrics, plots and ``report.md`` for ``split`` ('all' for every sample) into ``out`` (default
+    ``runs/eval-NAME-SPLIT``). ``tta``: None uses the views the model was trained/selected with."""
+    samples, source, split = evaluation_samples(card, split, data, images, run_dir)
+    trained_views = tuple((card.get("train_config") or {}).get("views", ["plain"]))
+    views = trained_views if tta is None else (("plain", "flip") if tta else ("plain",))
+    got = infer_cached(
+        runner,
+        [s.path for s in samples],
+        views,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        workers=workers,
+        progress=not quiet,
+    )
+    skipped = [Skipped(str(samples[i].path), r) for i, r in sorted(got.errors.items())]
     results, notes = {}, []
-    for head, classes in model.classes.items():
+    for head, classes in runner.classes.items():
         index = {c: k for k, c in enumerate(classes)}
-        keep = [i for i, s in enumerate(samples) if ok[i] and s.labels.get(head) in index]
-        unknown = [s for i, s in enumerate(samples) if ok[i] and s.labels.get(head) not in index]
+        keep = [i for i, s in enumerate(samples) if got.ok[i] and s.labels.get(head) in index]
+        unknown = [s for i, s in enumerate(samples) if got.ok[i] and s.labels.get(head) not in index]
         if unknown:
             labels = sorted({str(s.labels.get(head)) for s in unknown})
-            notes.append(f"{head}: {len(unknown)} images with labels the model does not know were not scored: "
-                         f"{labels[:10]}")  # fmt: skip
+            notes.append(
+                f"{head}: {len(unknown)} images with labels the model does not know were not scored: "
+                f"{labels[:10]}"
+            )
         if not keep:
             notes.append(f"{head}: nothing to score")
             continue
         y = np.array([index[samples[i].labels[head]] for i in keep])
-        p = probs[head][keep]
-        results[head] = {"metrics": compute_metrics(y, p, classes), "class_names": classes,
-                         "paths": [str(samples[i].path) for i in keep], "y_true": y, "probs": p}  # fmt: skip
-    if out is None:  # never write into the installed package's bundled model
-        name = f"eval-{split}" + ("-ensemble" if len(run_dirs) > 1 else "")
-        out = (
-            run_dir / name if runs[0] not in (None, "", "default") else Path("runs") / f"eval-default-{split}"
-        )
-    out = Path(out)
-    report = write_report(out, results, split, skipped=skipped,
-                          extra={"model": ", ".join(map(str, run_dirs)), "data": str(source), "notes": notes,
-                                 "views": run_views[0] if len(run_dirs) == 1 else run_views})  # fmt: skip
+        p = got.probs[head][keep]
+        results[head] = {
+            "metrics": compute_metrics(y, p, classes),
+            "class_names": classes,
+            "paths": [str(samples[i].path) for i in keep],
+            "y_true": y,
+            "probs": p,
+        }
+    out = Path(out) if out is not None else Path("runs") / f"eval-{name}-{split}"
+    report = write_report(
+        out,
+        results,
+        split,
+        skipped=skipped,
+        extra={
+            "model": name,
+            "data": str(source),
+            "notes": notes,
+            "views": list(views),
+            "runtime": runner.name,
+        },
+    )
     if not quiet:
         for head, r in results.items():
             print(format_table(r["metrics"], title=f"{split} · {head}"))
@@ -96,3 +131,50 @@ def evaluate_run(run: str | Path | list | None, split: str = "test", data: str |
             print(f"skipped {len(skipped)} unreadable images (see {out / 'report.md'})")
         print(f"report: {out / 'report.md'}")
     return report
+
+
+def evaluate_run(
+    run: str | Path | list | None,
+    split: str = "test",
+    data: str | None = None,
+    images: str | None = None,
+    out: str | Path | None = None,
+    tta: bool | None = None,
+    quiet: bool = False,
+    cache_dir: str | None = None,
+    runtime: str = "torch",
+    device: str = "auto",
+    precision: str = "auto",
+) -> dict:
+    """:func:`evaluate_runner` for run directories (``None``: the bundled model; a list: their ensemble, class
+    probabilities averaged, on the first run's data) or an ``.onnx`` file. The report goes to RUN/eval-SPLIT
+    by default (``runs/eval-default-SPLIT`` for the bundled model, never into the installed package)."""
+    from vestis.engine.load import load_runner
+    from vestis.models.checkpoint import resolve_model_dir
+
+    runs = list(run) if isinstance(run, (list, tuple)) else [run]
+    runner, card = load_runner(runs, runtime=runtime, device=device, precision=precision, cache_dir=cache_dir)
+    first = runs[0]
+    bundled = first in (None, "", "default")
+    run_dir = None if bundled or str(first).lower().endswith(".onnx") else resolve_model_dir(first)
+    if out is None:
+        suffix = f"eval-{split}" + ("-ensemble" if len(runs) > 1 else "")
+        out = (
+            run_dir / suffix
+            if run_dir is not None
+            else Path("runs") / f"eval-{'default' if bundled else Path(first).stem}-{split}"
+        )
+    name = ", ".join(str(r) if r not in (None, "", "default") else "the bundled model" for r in runs)
+    return evaluate_runner(
+        runner,
+        card,
+        split,
+        data,
+        images,
+        out,
+        tta,
+        quiet,
+        cache_dir,
+        name,
+        run_dir if run_dir is not None else (resolve_model_dir(None) if bundled else None),
+    )

@@ -1,19 +1,28 @@
-"""Backbone registry, heads, preprocessing and the checkpoint format."""
+"""Backbone registry, heads, preprocessing and the checkpoint format.
 
-from vestis.models.ensemble import Ensemble, load_models
-from vestis.models.heads import HeadConfig, VestisModel
-from vestis.models.preprocess import Preprocess, resolve_transform
-from vestis.models.registry import DEFAULT_BACKBONE, create_backbone, create_model, list_backbones
+Names are imported on first use, so ``vestis.models.preprocess`` (Pillow + NumPy) can be used without
+importing torch (the ONNX Runtime predictor does)."""
 
-__all__ = [
-    "DEFAULT_BACKBONE",
-    "Ensemble",
-    "HeadConfig",
-    "Preprocess",
-    "VestisModel",
-    "create_backbone",
-    "create_model",
-    "list_backbones",
-    "load_models",
-    "resolve_transform",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "DEFAULT_BACKBONE": "registry",
+    "create_backbone": "registry",
+    "create_model": "registry",
+    "list_backbones": "registry",
+    "Ensemble": "ensemble",
+    "load_models": "ensemble",
+    "HeadConfig": "heads",
+    "VestisModel": "heads",
+    "Preprocess": "preprocess",
+    "resolve_transform": "preprocess",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"vestis.models.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'vestis.models' has no attribute {name!r}")

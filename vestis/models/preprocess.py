@@ -1,19 +1,23 @@
 """Preprocessing that travels with a model, and the one function that turns it into transforms.
 
-Training, prediction, the index and the server all call :func:`resolve_transform`, so an image is
-prepared the same way everywhere the model sees it."""
+Training, evaluation, prediction, export, the index and the server all call :func:`resolve_transform`, so
+an image is prepared the same way everywhere the model sees it. The evaluation transform is plain Pillow +
+NumPy (no torch), so the ONNX Runtime predictor runs it too: it stops at a uint8 crop (H, W, 3); the
+scaling to [0, 1] and the mean/std normalisation are part of the model's inference graph
+(:func:`normalize` here, the same arithmetic inside the exported ONNX file), which keeps the decoded
+batches that cross process boundaries four times smaller than float tensors."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-import torch
-from torchvision import transforms as T
+import numpy as np
+from PIL import Image
 
 _INTERP = {
-    "bicubic": T.InterpolationMode.BICUBIC,
-    "bilinear": T.InterpolationMode.BILINEAR,
-    "nearest": T.InterpolationMode.NEAREST,
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
 }
 
 
@@ -32,6 +36,8 @@ class Preprocess:
             raise ValueError(f"crop_pct must be in [0.1, 1], got {self.crop_pct}")
         if self.input_size < 8:
             raise ValueError(f"input_size must be >= 8, got {self.input_size}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need 3 values each (std > 0), got {self.mean}, {self.std}")
 
     @property
     def resize_size(self) -> int:
@@ -43,15 +49,49 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
+        if not isinstance(d, dict):
+            raise ValueError(f"preprocessing must be an object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown preprocessing keys {sorted(unknown)}; known: {sorted(known)}")
         d = dict(d)
-        for k in ("mean", "std"):
-            if k in d:
-                d[k] = tuple(float(x) for x in d[k])
+        try:
+            for k in ("mean", "std"):
+                if k in d:
+                    d[k] = tuple(float(x) for x in d[k])
+            if "input_size" in d:
+                d["input_size"] = int(d["input_size"])
+            if "crop_pct" in d:
+                d["crop_pct"] = float(d["crop_pct"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"invalid preprocessing {d}: {e}") from e
         return cls(**d)
+
+
+class EvalCrop:
+    """PIL RGB image -> uint8 array (input_size, input_size, 3): the shorter side resized to ``resize_size``,
+    then the centre crop. The same sizes and rounding as torchvision's ``Resize(int)`` + ``CenterCrop`` on
+    PIL images (both use Pillow's resampling), so crops match the trainer's torchvision pipeline exactly."""
+
+    def __init__(self, pre: Preprocess):
+        self.pre = pre
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        pre, (w, h) = self.pre, img.size
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = pre.resize_size, int(pre.resize_size * long / short)
+        size = (new_short, new_long) if w <= h else (new_long, new_short)
+        if size != (w, h):
+            img = img.resize(size, _INTERP[pre.interpolation])
+        s = pre.input_size
+        w, h = img.size
+        if w < s or h < s:  # only when crop_pct > 1 would allow it; pad like torchvision (zeros)
+            canvas = Image.new("RGB", (max(w, s), max(h, s)))
+            canvas.paste(img, ((max(w, s) - w) // 2, (max(h, s) - h) // 2))
+            img, (w, h) = canvas, canvas.size
+        top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+        return np.asarray(img.crop((left, top, left + s, top + s)), dtype=np.uint8)
 
 
 class _EachMember:
@@ -69,26 +109,35 @@ def load_size(pre: Preprocess | tuple[Preprocess, ...]) -> int:
     return max(p.resize_size for p in pre) if isinstance(pre, tuple) else pre.resize_size
 
 
+def normalize(x: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """uint8 crops (..., H, W, 3) -> float32 (..., 3, H, W) scaled to [0, 1] and normalised: what the
+    inference graph does first (the PyTorch runner does the same in torch, the ONNX graph contains it)."""
+    x = np.moveaxis(x, -1, -3).astype(np.float32) / np.float32(255)
+    mean = np.asarray(pre.mean, np.float32).reshape(3, 1, 1)
+    std = np.asarray(pre.std, np.float32).reshape(3, 1, 1)
+    return (x - mean) / std
+
+
 def resolve_transform(pre: Preprocess | tuple[Preprocess, ...], train: bool = False, augment: str = "light",
                       crop_scale: float = 0.35, erase: float = 0.0, size: int | None = None):  # fmt: skip
-    """PIL RGB image -> normalised float tensor (3, S, S); for an ensemble's tuple of preprocessings, a tuple of
-    such tensors, one per member.
+    """The transform for ``pre``; for an ensemble's tuple of preprocessings, a tuple of results, one per member.
 
-    Eval: resize the shorter side to ``resize_size``, centre-crop ``input_size``.
-    Train (used by the fine-tuning trainer): random-resized-crop (area ``crop_scale``..1) + flip, plus ``augment``:
-    'none' (crop only), 'light' (+ flip), 'trivial' (TrivialAugmentWide) or 'randaug' (RandAugment);
-    ``erase``: probability of random erasing (after normalisation); ``size``: the training crop (default
-    ``input_size``; smaller is faster, and a model trained on random-resized crops a little below its test size
-    sees objects at the apparent size it is tested at: Touvron et al., "Fixing the train-test resolution
-    discrepancy", 2019)."""
+    Eval (``train=False``): :class:`EvalCrop`, a uint8 (S, S, 3) array, no torch needed; the model's
+    inference graph normalises it (:func:`normalize`).
+    Train (the fine-tuning trainer; needs torchvision): a normalised float tensor (3, S, S) from
+    random-resized-crop (area ``crop_scale``..1) + flip, plus ``augment``: 'none' (crop only), 'light' (+ flip),
+    'trivial' (TrivialAugmentWide) or 'randaug' (RandAugment); ``erase``: probability of random erasing (after
+    normalisation); ``size``: the training crop (default ``input_size``; smaller is faster, and a model trained
+    on random-resized crops a little below its test size sees objects at the apparent size it is tested at:
+    Touvron et al., "Fixing the train-test resolution discrepancy", 2019)."""
     if isinstance(pre, tuple):
         return _EachMember([resolve_transform(p, train, augment, crop_scale, erase, size) for p in pre])
-    interp = _INTERP[pre.interpolation]
-    norm = [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     if not train:
-        return T.Compose(
-            [T.Resize(pre.resize_size, interpolation=interp), T.CenterCrop(pre.input_size), *norm]
-        )
+        return EvalCrop(pre)
+    from torchvision import transforms as T
+
+    interp = T.InterpolationMode(pre.interpolation)
+    norm = [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     ops = [T.RandomResizedCrop(size or pre.input_size, scale=(crop_scale, 1.0), interpolation=interp)]
     if augment != "none":
         ops.append(T.RandomHorizontalFlip())
@@ -103,7 +152,10 @@ def resolve_transform(pre: Preprocess | tuple[Preprocess, ...], train: bool = Fa
     return T.Compose([*ops, *norm])
 
 
-def denormalize(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+def denormalize(x, pre: Preprocess):
+    """A normalised tensor (3, H, W) back to [0, 1] (for galleries of training crops)."""
+    import torch
+
     mean = torch.tensor(pre.mean).view(-1, 1, 1)
     std = torch.tensor(pre.std).view(-1, 1, 1)
     return (x * std + mean).clamp(0, 1)

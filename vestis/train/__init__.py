@@ -1,6 +1,13 @@
-"""Training: feature cache, fast (frozen-backbone) mode, fine-tuning, losses."""
+"""Training: fast (frozen-backbone) mode, fine-tuning, losses, sampler.
+
+``vestis.train`` is this package and also the Python API's training call: ``vestis.train("data/clothes",
+mode="finetune", out="runs/ft")`` trains and returns a :class:`vestis.Model` (:func:`vestis.api.train`);
+``vestis.train.train(cfg)`` is the library function below it, taking a :class:`TrainConfig`."""
 
 from __future__ import annotations
+
+import sys
+import types
 
 from vestis.train.config import TrainConfig
 
@@ -15,5 +22,15 @@ def train(cfg: TrainConfig) -> dict:
 
     return train_finetune(cfg)
 
+
+class _CallablePackage(types.ModuleType):
+    def __call__(self, data, **options):
+        """:func:`vestis.api.train`: train on ``data`` and return the run as a :class:`vestis.Model`."""
+        from vestis.api import train as api_train
+
+        return api_train(data, **options)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
 
 __all__ = ["TrainConfig", "train"]

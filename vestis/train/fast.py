@@ -18,13 +18,13 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from vestis.data import DataSet, Skipped, load_dataset
+from vestis.engine.features import Features, extract_features
 from vestis.evaluate import compute_metrics, format_table, summarize
 from vestis.models.checkpoint import atomic_write_text, save_checkpoint
 from vestis.models.heads import HeadConfig, make_head
 from vestis.models.registry import create_model
 from vestis.runtime import pick_device
 from vestis.train.config import TrainConfig
-from vestis.train.features import Features, extract_features
 from vestis.train.losses import make_loss
 
 

@@ -37,6 +37,10 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from vestis.data import Skipped, load_dataset
+from vestis.engine.features import extract_features
+from vestis.engine.infer import infer
+from vestis.engine.loader import ImageSet, default_workers
+from vestis.engine.torch_runner import TorchRunner
 from vestis.evaluate import format_table, summarize
 from vestis.models.checkpoint import WEIGHTS, atomic_write_text, read_config, save_checkpoint
 from vestis.models.heads import HeadConfig
@@ -46,10 +50,9 @@ from vestis.runtime import autocast, pick_device, resolve_precision, tune_alloca
 from vestis.train.config import RUNTIME_FIELDS, TrainConfig, parse_stages
 from vestis.train.ema import EMA
 from vestis.train.fast import fit_head
-from vestis.train.features import default_workers, extract_features
 from vestis.train.history import History, format_imbalance, group_metrics, imbalance_table, score_heads
 from vestis.train.losses import make_loss
-from vestis.train.sampler import EpochSampler, ImageSet, build_image_cache, make_loader
+from vestis.train.sampler import EpochSampler, build_image_cache, make_loader
 
 STATE_FORMAT = 1
 PROBE_C = (
@@ -282,24 +285,12 @@ def resumed_config(given: TrainConfig, stored: dict) -> TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def predict_probs(model, loader, n: int, device, precision: str, channels_last: bool):
-    """Class probabilities per head, averaged over the loader's views -> ({head: (n, C)}, ok (n,), {i: error})."""
-    model.eval()
-    probs = {h: np.zeros((n, len(c)), np.float32) for h, c in model.classes.items()}
-    ok, errors = np.zeros(n, bool), {}
-    fmt = torch.channels_last if channels_last else torch.preserve_format
-    for idx, xs, errs in loader:
-        errors.update(errs)
-        if xs is None:
-            continue
-        b, v = xs.shape[:2]
-        with autocast(device, precision):
-            out = model(xs.flatten(0, 1).to(device, memory_format=fmt))
-        for h, z in out.items():
-            probs[h][idx.numpy()] = torch.softmax(z.float(), -1).reshape(b, v, -1).mean(1).cpu().numpy()
-        ok[idx.numpy()] = True
-    return probs, ok, errors
+def predict_probs(model, images: ImageSet, run) -> tuple[dict, np.ndarray, dict]:
+    """Class probabilities per head, averaged over the images' views, through the inference engine (the precision
+    inference will use) -> ({head: (n, C)}, ok (n,), {i: error})."""
+    runner = TorchRunner(model, run.device, run.eval_precision, channels_last=run.cfg.channels_last)
+    out = infer(runner, images, batch_size=run.cfg.batch_size, workers=run.workers)
+    return out.probs, out.ok, out.errors
 
 
 # ------------------------------------------------------------------------------------------- distributed
@@ -486,7 +477,7 @@ class Fit:
     ema: EMA | None
     sampler: EpochSampler
     train_loader: object
-    val_loader: object
+    val_images: ImageSet
     losses: dict
     total: int
     warmup: int
@@ -591,11 +582,10 @@ def _start_stage(run: Run, si: int, restore: dict | None) -> Fit:
     sampler = EpochSampler(ytr[heads[0]], cfg.sampler == "balanced", cfg.seed, run.rank, run.world)
     train_loader = make_loader(run.images(tr, train=True), cfg.batch_size, run.workers, sampler,
                                drop_last=len(sampler) > cfg.batch_size, pin=run.device.type == "cuda")  # fmt: skip
-    val_loader = make_loader(run.images(va), cfg.batch_size, run.workers)
     losses = {h: make_loss(cfg.loss, ytr[h][ytr[h] >= 0], len(st.classes[h]), cfg.label_smoothing).to(run.device)
               for h in heads}  # fmt: skip
     steps = len(train_loader)
-    fit = Fit(st, si, tr, va, ytr, yva, net, opt, ema, sampler, train_loader, val_loader, losses,
+    fit = Fit(st, si, tr, va, ytr, yva, net, opt, ema, sampler, train_loader, run.images(va), losses,
               total=cfg.epochs * steps, warmup=round(cfg.warmup_epochs * steps))  # fmt: skip
     if restore:
         load_optimizer_state(opt, state_tensors(run.run_dir, restore, "optimizer"), restore["optimizer"])
@@ -655,7 +645,7 @@ def _train_epoch(run: Run, fit: Fit) -> tuple[float, int, dict]:
         if dummy:
             loss = sum(z.float().sum() for z in out.values()) * 0.0
         else:
-            ys = {h: torch.from_numpy(fit.ytr[h][idx.numpy()]).to(run.device) for h in heads}
+            ys = {h: torch.from_numpy(fit.ytr[h][idx]).to(run.device) for h in heads}
             loss = sum(_head_loss(fit.losses[h], out[h].float(), ys[h], perm, lam) for h in heads)
         fit.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -679,8 +669,7 @@ def _validate_and_save(
     """Score the epoch on validation, keep it if best, log it, write the resume state. Returns: stop early."""
     cfg, st = run.cfg, fit.stage
     eval_model = fit.ema.module if fit.ema is not None else run.model
-    probs, ok, errs = predict_probs(eval_model, fit.val_loader, len(fit.va), run.device, run.eval_precision,
-                                    cfg.channels_last)  # fmt: skip
+    probs, ok, errs = predict_probs(eval_model, fit.val_images, run)
     run.bad.update({str(run.ds.samples[fit.va[j]].path): e for j, e in errs.items()})
     val = score_heads(probs, ok, fit.yva, st.classes, cfg.select)
     score = val["mean"]["score"] if val["mean"] else float(fit.stage_epoch)  # no validation data: the last
@@ -742,8 +731,7 @@ def _evaluate_best(run: Run, va: list[int]):
     model.pretrained = cfg.pretrained  # the saved weights began as these (recorded in the checkpoint)
     _load_weights_from_run(model, run.run_dir)
     model.to(run.device)
-    probs, ok, _ = predict_probs(model, make_loader(run.images(va), cfg.batch_size, run.workers), len(va),
-                                 run.device, run.eval_precision, False)  # fmt: skip
+    probs, ok, _ = predict_probs(model, run.images(va), run)
     return model, probs, ok
 
 

@@ -1,5 +1,5 @@
-"""Fine-tuning data: an image set that skips unreadable files, an optional in-memory cache of decoded and
-resized images, and a per-epoch sampler (shuffled or class-balanced) sharded across processes.
+"""Fine-tuning data: the engine's image set (:class:`vestis.engine.loader.ImageSet`) in a torch ``DataLoader``,
+an optional in-memory cache of decoded and resized images, and a per-epoch sampler (shuffled or class-balanced) sharded across processes.
 
 The sampler's order is a pure function of (seed, epoch), so its whole state is two numbers and a resumed
 or multi-process run draws exactly the same batches."""
@@ -15,43 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from vestis.data.images import ImageError, load_image
-
-
-class ImageSet(Dataset):
-    """Item ``i``: (i, tensor (V, 3, H, W) or None, error). 'flip' views are mirrored copies."""
-
-    def __init__(self, paths: list, transform, min_size: int, views=("plain",), cache: list | None = None):
-        self.paths, self.transform, self.min_size, self.views, self.cache = (
-            paths,
-            transform,
-            min_size,
-            views,
-            cache,
-        )
-
-    def __len__(self):
-        return len(self.paths)
-
-    def image(self, i: int) -> Image.Image:
-        if self.cache is not None:
-            if isinstance(self.cache[i], str):
-                raise ImageError(self.cache[i])
-            return Image.fromarray(self.cache[i])
-        return load_image(self.paths[i], self.min_size)
-
-    def __getitem__(self, i):
-        try:
-            x = self.transform(self.image(i))
-        except ImageError as e:
-            return i, None, str(e)
-        return i, torch.stack([torch.flip(x, dims=[-1]) if v == "flip" else x for v in self.views]), ""
-
-
-def collate(batch):
-    """-> (indices, images (B, V, 3, H, W) or None when every image failed, [(index, error)])."""
-    ok = [(i, x) for i, x, _ in batch if x is not None]
-    idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
-    return idx, (torch.stack([x for _, x in ok]) if ok else None), [(i, e) for i, x, e in batch if x is None]
+from vestis.engine.loader import collate
 
 
 class _Decode(Dataset):

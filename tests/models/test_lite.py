@@ -10,7 +10,7 @@ import torch
 from tests.conftest import CLOTHING
 from vestis.data.images import load_image
 from vestis.models.lite import load_lite_weights, map_state_dict, weights_file
-from vestis.models.preprocess import resolve_transform
+from vestis.models.preprocess import normalize, resolve_transform
 from vestis.models.registry import create_model
 
 
@@ -23,7 +23,7 @@ def _images(size: int) -> torch.Tensor:
     tf = resolve_transform(model.preprocess)
     paths = sorted(CLOTHING.glob("test/*/*.jpg"))[::60][:4]
     if paths:
-        return torch.stack([tf(load_image(p)) for p in paths])
+        return torch.from_numpy(np.stack([normalize(tf(load_image(p)), model.preprocess) for p in paths]))
     yy, xx = np.mgrid[0:size, 0:size] / size
     return torch.tensor(np.stack([np.sin(6 * xx), np.cos(4 * yy), xx * yy]) * 0.8, dtype=torch.float32)[None]
 

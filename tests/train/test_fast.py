@@ -38,12 +38,12 @@ def test_fast_train_learns_and_saves(colour_folder, tmp_path):
 
 def test_feature_cache_reused(colour_folder, tmp_path, monkeypatch):
     train(_cfg(colour_folder, tmp_path, head="linear"))
-    import vestis.train.features as features
+    import vestis.engine.features as features
 
     def fail(*a, **k):
         raise AssertionError("images decoded again despite the cache")
 
-    monkeypatch.setattr(features, "iterate_batches", fail)
+    monkeypatch.setattr(features, "run_batches", fail)
     train(_cfg(colour_folder, tmp_path, head="linear", out=str(tmp_path / "run2"), loss="focal"))
 
 
@@ -113,7 +113,7 @@ def test_feature_extraction_leaves_the_model_trainable(colour_folder, tmp_path):
     """Fine-tuning extracts probe features with the model it then trains: moving that model to the device must
     not happen in inference mode (on a GPU its parameters became inference tensors that autograd refuses)."""
     from vestis.models import create_model
-    from vestis.train.features import extract_features
+    from vestis.engine.features import extract_features
 
     model = create_model("test_tiny", heads={"label": ["a", "b"]}, pretrained=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"

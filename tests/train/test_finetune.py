@@ -85,7 +85,7 @@ def test_augment_options():
         outs = [tf(img) for _ in range(4)]
         assert outs[0].shape == (3, 32, 32)
         assert any(not torch.equal(outs[0], o) for o in outs[1:])  # random
-    assert resolve_transform(pre)(img).shape == (3, 32, 32)
+    assert resolve_transform(pre)(img).shape == (32, 32, 3)  # eval: the uint8 crop, normalised in the graph
     assert resolve_transform(pre, train=True, size=24)(img).shape == (3, 24, 24)  # --train-size
     with pytest.raises(ValueError, match="augment"):
         resolve_transform(pre, train=True, augment="heavy")

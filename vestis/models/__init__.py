@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import importlib
 
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 _EXPORTS = {
-    "DEFAULT_BACKBONE": "registry",
     "create_backbone": "registry",
     "create_model": "registry",
     "list_backbones": "registry",
@@ -19,7 +19,7 @@ _EXPORTS = {
     "Preprocess": "preprocess",
     "resolve_transform": "preprocess",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "DEFAULT_BACKBONE"])
 
 
 def __getattr__(name: str):

@@ -12,6 +12,7 @@ import timm
 import torch
 from torch import nn
 
+from vestis.models import DEFAULT_BACKBONE
 from vestis.models.heads import HeadConfig, VestisModel
 from vestis.models.preprocess import Preprocess
 
@@ -129,7 +130,6 @@ register_backbone(
     aliases=("lite012",),
 )  # fmt: skip
 
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
 
 def create_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, Preprocess]:

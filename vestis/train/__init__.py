@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 from vestis.train.config import TrainConfig
 
 
 def train(cfg: TrainConfig) -> dict:
     """Train a model as ``cfg.mode`` says and save it into ``cfg.out``; returns the run summary."""
+    out = Path(cfg.resume or cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a run directory: choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create the run directory ({e.strerror or e})") from e
     if cfg.mode == "fast":
         from vestis.train.fast import train_fast
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from vestis.models.registry import DEFAULT_BACKBONE
-from vestis.train.losses import LOSSES
+from vestis.models import DEFAULT_BACKBONE
 
+LOSSES = ("ce", "weighted", "focal")
 MODES = ("fast", "finetune")
 HEADS = ("linear", "mlp", "auto")
 AUGMENTS = ("none", "light", "trivial", "randaug")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("ce", "weighted", "focal")
+from vestis.train.config import LOSSES
 
 
 def class_weights(y: np.ndarray, num_classes: int) -> torch.Tensor:

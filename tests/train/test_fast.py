@@ -112,8 +112,8 @@ def test_losses():
 def test_feature_extraction_leaves_the_model_trainable(colour_folder, tmp_path):
     """Fine-tuning extracts probe features with the model it then trains: moving that model to the device must
     not happen in inference mode (on a GPU its parameters became inference tensors that autograd refuses)."""
-    from vestis.models import create_model
     from vestis.engine.features import extract_features
+    from vestis.models import create_model
 
     model = create_model("test_tiny", heads={"label": ["a", "b"]}, pretrained=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -220,6 +220,56 @@ def test_invalid_utf8_is_replaced_and_reported(tmp_path):
     assert any("not valid UTF-8" in n for n in ds.notes)
 
 
+@pytest.mark.parametrize(
+    ("bad_row", "value"),
+    [
+        (row(3, name='"Blue Tee'), ("productDisplayName", "Blue Tee")),  # quote opens the last field
+        (row(3, usage='"Casual'), ("usage", "Casual")),  # ... a middle field: the record has too few fields
+        (row(3, name='Blue Tee"'), None),  # a quote inside an unquoted field is plain text in CSV
+    ],
+)
+def test_stray_quote_does_not_swallow_the_rest_of_the_file(tmp_path, bad_row, value):
+    """One unbalanced quote used to run every later line into one field: 36 rows read as 3, one skipped."""
+    lines = [row(i) if i != 3 else bad_row for i in range(1, 37)]
+    ds = read_catalog(make(tmp_path, lines), labels=("articleType", "usage"))
+    assert sorted(int(i) for i in by_id(ds)) == list(range(1, 37)) and ds.skipped == []
+    assert ds.notes[0].endswith("kept 36 samples, skipped 0")
+    assert all(s.meta["productDisplayName"].strip('"') == "Blue Tee" for s in ds.samples)
+    if value:
+        column, expected = value
+        s3 = by_id(ds)["3"]
+        assert {**s3.meta, **s3.labels}[column] == expected  # the stray quote is dropped, the value kept
+        note = next(n for n in ds.notes if "stray quote" in n)
+        assert "unbalanced quotes on lines 4)" in note and "lines 4, 5, 6" in note  # line 4 = data row 3
+        assert all(s.meta["id"] != "4" or s.labels["articleType"] == "Tshirts" for s in ds.samples)
+
+
+def test_stray_quote_closed_by_a_later_quote_recovers_every_line(tmp_path):
+    lines = [row(i) for i in range(1, 37)]
+    lines[2] = row(3, usage='"Casual')
+    lines[19] = row(20, usage='Cas"ual')  # closes the stray quote (non-strict CSV) 17 lines later
+    ds = read_catalog(make(tmp_path, lines), labels=("usage",))
+    assert len(ds.samples) == 36 and ds.skipped == []
+    assert by_id(ds)["20"].labels["usage"] == 'Cas"ual' and by_id(ds)["21"].labels["usage"] == "Casual"
+
+
+def test_stray_quote_line_that_still_does_not_fit_is_skipped_with_its_number(tmp_path):
+    lines = [row(i) for i in range(1, 37)]
+    lines[9] = '10,Men,"Apparel'  # a short line with an unbalanced quote
+    ds = read_catalog(make(tmp_path, lines))
+    assert len(ds.samples) == 35
+    assert [(s.item, s.reason.split(":")[0]) for s in ds.skipped] == [("line 11", "too few fields")]
+
+
+def test_quoted_multiline_fields_still_work(tmp_path):
+    lines = [row(1), row(2, name='"Blue Tee, cotton\nsecond line, of the description"'), row(3)]
+    ds = read_catalog(make(tmp_path, lines, images=["1", "2", "3"]))
+    assert len(ds.samples) == 3 and ds.skipped == []
+    assert by_id(ds)["2"].meta["productDisplayName"] == "Blue Tee, cotton\nsecond line, of the description"
+    assert not any("run together" in n for n in ds.notes)
+    assert any("span several lines" in n for n in ds.notes)
+
+
 def test_year_split(tmp_path):
     csv_path = make(
         tmp_path, [row(1, year="2012"), row(2, year="2011"), row(3, year=""), row(4, year="20x1")]

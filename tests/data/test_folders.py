@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -109,6 +110,47 @@ def test_hidden_files_and_folders_are_ignored(tmp_path):
     ds = read_folder(tmp_path)
     assert [s.path.name for s in ds.samples] == ["0.jpg"]
     assert ds.skipped == []
+
+
+needs_symlinks = pytest.mark.skipif(
+    not hasattr(os, "symlink") or os.name == "nt", reason="needs POSIX symlinks"
+)
+
+
+@needs_symlinks
+def test_symlink_loops_and_dangling_links_are_counted_not_followed_forever(tmp_path):
+    root = tree(tmp_path / "data", {"train/dress": 2, "train/hat": 1, "test/hat": 1})
+    os.symlink("..", root / "train" / "dress" / "up")  # a loop: back to train/
+    os.symlink(root, root / "train" / "hat" / "root")  # a loop: back to the data root (absolute)
+    os.symlink("me", root / "train" / "hat" / "me")  # a link to itself (ELOOP)
+    os.symlink("gone.jpg", root / "train" / "dress" / "dead.jpg")  # dangling
+    os.symlink(root / "test", root / "test" / "loop_class")  # a class folder that is a loop
+    os.symlink(tmp_path / "nowhere", root / "test" / "dead_class")  # a dangling class folder
+    ds = read_folder(root)
+    assert by_split(ds) == {("train", "dress"): 2, ("train", "hat"): 1, ("test", "hat"): 1}
+    got = {str(Path(s.item).relative_to(root)): s.reason for s in ds.skipped}
+    assert got == {
+        "train/dress/up": got["train/dress/up"],
+        "train/hat/root": got["train/hat/root"],
+        "train/hat/me": "symlink loop",
+        "train/dress/dead.jpg": "dangling symlink (its target does not exist)",
+        "test/loop_class": got["test/loop_class"],
+        "test/dead_class": "dangling symlink (its target does not exist)",
+    }
+    for loop in ("train/dress/up", "train/hat/root", "test/loop_class"):
+        assert got[loop].startswith("symlink loop"), loop
+
+
+@needs_symlinks
+def test_symlinked_folders_are_followed_once(tmp_path):
+    elsewhere = tree(tmp_path / "elsewhere", {"more": 2})
+    root = tree(tmp_path / "data", {"shirt": 1, "shoes": 1})
+    os.symlink(elsewhere / "more", root / "shirt" / "more")  # images kept in another folder: followed
+    os.symlink(elsewhere / "more", root / "shirt" / "again")  # the same folder a second time: counted
+    os.symlink(elsewhere / "more" / "0.jpg", root / "shoes" / "linked.jpg")  # a linked file is an image
+    ds = read_folder(root)
+    assert Counter(s.labels["label"] for s in ds.samples) == {"shirt": 3, "shoes": 2}
+    assert [s.reason.split(" (")[0] for s in ds.skipped] == ["symlink to a folder already read"]
 
 
 def test_missing_root(tmp_path):

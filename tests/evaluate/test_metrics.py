@@ -72,10 +72,11 @@ def test_zero_support_class_reported_not_crashing():
     pred = np.array([0, 0, 1, 3])  # "d" is predicted once but never true; "c" never appears at all
     m = compute_metrics(y, probs_for(y, pred, 4), list("abcd"))
     per = {c["class"]: c for c in m["per_class"]}
-    for name in "cd":
+    for name in "cd":  # no true image: recall, F1 and accuracy are undefined, not 0 and not a perfect 1
         assert per[name]["support"] == 0
-        assert per[name]["precision"] == 0.0 and per[name]["recall"] == 0.0 and per[name]["f1"] == 0.0
-    assert per["d"]["accuracy"] == pytest.approx(3 / 4)
+        assert per[name]["recall"] is None and per[name]["f1"] is None and per[name]["accuracy"] is None
+    assert per["c"]["precision"] is None  # never predicted either
+    assert per["d"]["precision"] == 0.0  # predicted once, wrongly
     assert m["confusion"][2] == [0, 0, 0, 0] and m["confusion"][1] == [0, 1, 0, 1]
     assert m["macro_f1"] == pytest.approx((1.0 + 2 / 3) / 2)  # averaged over classes present in y_true
     assert m["top_k"] == {"3": pytest.approx(1.0)}
@@ -127,3 +128,28 @@ def test_format_table_lists_every_class_and_totals(metrics):
     class_rows = [line for line in lines if line.split(" ")[0] in NAMES]
     assert len({len(r) for r in class_rows}) == 1  # fixed width
     assert "0.8000" in next(r for r in class_rows if r.startswith("a "))  # f1 of class a
+
+
+def test_class_without_validation_images_is_not_a_perfect_class():
+    """A class absent from the split showed accuracy 1.0000 (one-vs-rest, never predicted): it must show
+    support 0 and "-" in the table, null in JSON, and stay out of the macro averages."""
+    y = np.array([0, 0, 1, 1, 0, 1])
+    pred = np.array([0, 1, 1, 1, 0, 0])
+    p3 = probs_for(y, pred, 3)
+    m = compute_metrics(y, p3, ["a", "b", "absent"])
+    absent = m["per_class"][2]
+    assert absent["support"] == 0
+    assert all(absent[k] is None for k in ("precision", "recall", "f1", "accuracy"))
+    assert json.loads(json.dumps(m))["per_class"][2]["accuracy"] is None  # null, and valid JSON
+    with_absent = m["macro_avg"]
+    p2 = p3[:, :2] / p3[:, :2].sum(axis=1, keepdims=True)  # the same predictions without the third class
+    alone = compute_metrics(y, p2, ["a", "b"])["macro_avg"]
+    assert with_absent == pytest.approx(alone)  # the absent class is not averaged in as perfect
+    assert m["macro_f1"] == pytest.approx(alone["f1"])
+
+    row = next(r for r in format_table(m).splitlines() if r.startswith("absent"))
+    assert row.split() == ["absent", "0", "-", "-", "-", "-"]
+    assert "1.0000" not in row
+    # the table still lines up
+    rows = [r for r in format_table(m).splitlines() if r.split(" ")[0] in ("a", "b", "absent")]
+    assert len({len(r) for r in rows}) == 1

@@ -121,3 +121,20 @@ def test_write_report_rejects_bad_input(images, tmp_path):
     results["articleType"]["paths"] = images[:2]
     with pytest.raises(ValueError, match="paths"):
         write_report(tmp_path, results, "test")
+
+
+def test_report_shows_a_class_without_samples_as_dashes_and_null(images, tmp_path):
+    results = {
+        "articleType": {
+            "class_names": ["shirt", "jeans", "never"],
+            "paths": images[:4],
+            "y_true": np.array([0, 0, 1, 1]),
+            "probs": np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1]]),
+        }
+    }
+    res = write_report(tmp_path, results, "validation")
+    never = res["heads"]["articleType"]["per_class"][2]
+    assert never["support"] == 0 and never["accuracy"] is None
+    assert '"accuracy": null' in (tmp_path / "metrics.json").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "| never | 0 | - | - | - | - |" in md

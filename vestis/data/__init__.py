@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vestis.data.folders import assign_splits, read_folder
 from vestis.data.images import ImageError, load_image
-from vestis.data.types import DataSet, Sample, Skipped
+from vestis.data.types import DataSet, Sample, Skipped, data_fingerprint
 
 __all__ = [
     "DataSet",
@@ -14,6 +14,7 @@ __all__ = [
     "Sample",
     "Skipped",
     "assign_splits",
+    "data_fingerprint",
     "load_dataset",
     "load_image",
     "read_folder",

@@ -46,12 +46,65 @@ class _Parse:
         self.skipped: list[tuple[int, str, str]] = []  # (line, category, reason)
         self.recovered: list[int] = []
         self.multiline: list[int] = []
+        self.stray: list[int] = []  # lines re-read one by one out of a record a stray quote had swallowed
+        self.literal: list[int] = []  # ... of which these had unbalanced quotes themselves
+
+    def add(self, line: int, row: list[str]) -> None:
+        n = len(self.header)
+        if len(row) < n:
+            self.skipped.append((line, _TOO_FEW, f"{_TOO_FEW}: expected {n}, found {len(row)}"))
+            return
+        if len(row) > n:
+            row = row[: n - 1] + [",".join(row[n - 1 :])]
+            self.recovered.append(line)
+        self.rows.append((line, dict(zip(self.header, (v.strip() for v in row), strict=True))))
+
+
+def _read_line(text: str) -> tuple[list[str] | None, bool]:
+    """One physical line on its own -> (fields, whether it needed the fallback). Strict CSV first; a line whose
+    quotes do not balance (or with text after a closing quote) is split at every comma instead, and quotes at
+    either end of a field are dropped (``"Blue`` -> ``Blue``; quotes inside a field are kept as text).
+    None when even that fails."""
+    try:
+        return next(csv.reader([text], strict=True), []), False
+    except csv.Error:
+        pass
+    try:
+        return [f.strip().strip('"') for f in next(csv.reader([text], quoting=csv.QUOTE_NONE), [])], True
+    except csv.Error:  # a NUL byte, a field over the csv size limit
+        return None, True
+
+
+def _swallowed(row: list[str], physical: list[str], n: int) -> bool:
+    """Whether a record that spans several physical lines is a stray quote's doing rather than a quoted
+    newline: its field count is wrong, or most of its continuation lines read as complete rows by themselves."""
+    if len(row) != n:
+        return True
+    rest = [ln for ln in physical[1:] if ln.strip()]
+    full = sum(len(_read_line(ln)[0] or ()) >= n for ln in rest)
+    return bool(rest) and 2 * full >= len(rest)
 
 
 def _parse(stream: TextIO, on_header) -> _Parse:
     out = _Parse()
-    reader = csv.reader(stream)
+    lines = list(stream)  # physical lines, endings kept (newline="": \n, \r\n or \r), as csv counts them
+    reader = csv.reader(lines)
     prev_end = 0
+
+    def line_by_line(first: int, last: int) -> None:
+        for number in range(first, last + 1):
+            text = lines[number - 1]
+            if not text.strip():
+                continue
+            row, literal = _read_line(text)
+            if row is None:
+                out.skipped.append((number, _UNPARSEABLE, _UNPARSEABLE))
+                continue
+            out.stray.append(number)
+            if literal:
+                out.literal.append(number)
+            out.add(number, row)
+
     while True:
         start = prev_end + 1
         try:
@@ -60,7 +113,10 @@ def _parse(stream: TextIO, on_header) -> _Parse:
             break
         except csv.Error as exc:
             prev_end = reader.line_num
-            out.skipped.append((start, _UNPARSEABLE, f"{_UNPARSEABLE}: {exc}"))
+            if out.header:  # e.g. a stray quote swallowing more than the csv field size limit
+                line_by_line(start, prev_end)
+            else:
+                out.skipped.append((start, _UNPARSEABLE, f"{_UNPARSEABLE}: {exc}"))
             continue
         prev_end = reader.line_num
         if not row or all(not v.strip() for v in row):
@@ -70,15 +126,11 @@ def _parse(stream: TextIO, on_header) -> _Parse:
             on_header(out.header)
             continue
         if prev_end > start:
+            if _swallowed(row, lines[start - 1 : prev_end], len(out.header)):
+                line_by_line(start, prev_end)
+                continue
             out.multiline.append(start)
-        n = len(out.header)
-        if len(row) < n:
-            out.skipped.append((start, _TOO_FEW, f"{_TOO_FEW}: expected {n}, found {len(row)}"))
-            continue
-        if len(row) > n:
-            row = row[: n - 1] + [",".join(row[n - 1 :])]
-            out.recovered.append(start)
-        out.rows.append((start, dict(zip(out.header, (v.strip() for v in row), strict=True))))
+        out.add(start, row)
     return out
 
 
@@ -121,6 +173,11 @@ def read_catalog(
     Repairs and drops, all reported:
     * lines with more fields than the header (unquoted commas in the last column) are recovered by joining
       the extra fields back into the last column; fewer fields or unparseable → skipped (``"line N"``);
+    * a stray (unbalanced) quote, which in CSV runs the following lines into one field, is detected (the
+      record spans several lines and has the wrong field count, or its lines read as complete rows on their
+      own): those lines are re-read one by one (the faulty line split at every comma, its stray quotes
+      dropped) and listed in notes; rows that still do not fit are skipped with their line numbers;
+      legitimately quoted multi-line fields are kept;
     * empty id, duplicate id (the first is kept), missing image (``check_files``) → skipped;
     * blank lines are ignored; a UTF-8 BOM is tolerated; invalid UTF-8 is decoded with replacement chars.
 
@@ -230,6 +287,12 @@ def read_catalog(
         notes.append(
             f"recovered {len(parsed.recovered)} malformed lines (extra commas joined into "
             f"{parsed.header[-1]}): lines {_line_list(parsed.recovered)}"
+        )
+    if parsed.stray:
+        faulty = f" (unbalanced quotes on lines {_line_list(parsed.literal)})" if parsed.literal else ""
+        notes.append(
+            f"recovered {len(parsed.stray)} lines that a stray quote had run together into one record{faulty}, "
+            f"re-read one by one: lines {_line_list(parsed.stray)}"
         )
     if parsed.multiline:
         notes.append(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -13,40 +15,117 @@ SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation"
                "valid": "validation", "test": "test", "testing": "test"}  # fmt: skip
 
 
-def _scan_classes(root: Path, head: str, split: str | None, ds: DataSet) -> None:
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in sorted(class_dir.rglob("*")):
-            if f.is_dir() or any(part.startswith(".") for part in f.relative_to(class_dir).parts):
-                continue  # hidden files, and everything under hidden folders (.ipynb_checkpoints, ...)
-            if is_image_path(f):
-                ds.samples.append(Sample(f, {head: class_dir.name}, split))
-            else:
-                ds.skipped.append(Skipped(str(f), "not an image file extension"))
-    for f in sorted(root.iterdir()):
-        if f.is_file() and not f.name.startswith("."):
-            ds.skipped.append(Skipped(str(f), "file outside a class folder"))
+def _link_problem(path: Path, ancestors: frozenset[str], visited: set[str]) -> str | None:
+    """Why a symlink cannot be followed (None when it can): dangling, a loop, or a folder already read."""
+    try:
+        is_dir = path.is_dir()
+        path.stat()
+    except FileNotFoundError:
+        return "dangling symlink (its target does not exist)"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop"
+        return f"symlink cannot be followed ({e.strerror or e})"
+    if not is_dir:
+        return None
+    real = os.path.realpath(path)
+    if real in ancestors:
+        return f"symlink loop (points to {real}, a folder it is in)"
+    if real in visited:
+        return f"symlink to a folder already read ({real})"
+    return None
+
+
+def _entries(directory: Path, ds: DataSet) -> list[Path]:
+    """The folder's entries, sorted, hidden ones (``.name``) left out; an unreadable folder is counted."""
+    try:
+        return sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        ds.skipped.append(Skipped(str(directory), f"folder cannot be read ({e.strerror or e})"))
+        return []
+
+
+def _walk(directory: Path, ancestors: frozenset[str], visited: set[str], ds: DataSet) -> list[Path]:
+    """Every regular file below ``directory`` (symlinks followed, loops and dangling links counted in
+    ``ds.skipped``), hidden files and everything under hidden folders (.ipynb_checkpoints, ...) left out."""
+    files: list[Path] = []
+    for p in _entries(directory, ds):
+        if p.is_symlink():
+            problem = _link_problem(p, ancestors, visited)
+            if problem:
+                ds.skipped.append(Skipped(str(p), problem))
+                continue
+        if p.is_dir():
+            real = os.path.realpath(p)
+            visited.add(real)
+            files += _walk(p, ancestors | {real}, visited, ds)
+        elif p.is_file():
+            files.append(p)
+        else:
+            ds.skipped.append(Skipped(str(p), "not a regular file"))
+    return files
+
+
+def _scan_classes(root: Path, head: str, split: str | None, ds: DataSet, ancestors: frozenset[str],
+                  visited: set[str]) -> None:  # fmt: skip
+    for entry in _entries(root, ds):
+        if entry.is_symlink():
+            problem = _link_problem(entry, ancestors, visited)
+            if problem:
+                ds.skipped.append(Skipped(str(entry), problem))
+                continue
+        if entry.is_dir():
+            real = os.path.realpath(entry)
+            visited.add(real)
+            for f in sorted(_walk(entry, ancestors | {real}, visited, ds)):
+                if is_image_path(f):
+                    ds.samples.append(Sample(f, {head: entry.name}, split))
+                else:
+                    ds.skipped.append(Skipped(str(f), "not an image file extension"))
+        elif entry.is_file():
+            ds.skipped.append(Skipped(str(entry), "file outside a class folder"))
+        else:
+            ds.skipped.append(Skipped(str(entry), "not a regular file"))
 
 
 def read_folder(root: str | Path, head: str = "label") -> DataSet:
-    """Read a class-per-folder tree. Split folders are recognised by name; otherwise ``split`` is None."""
+    """Read a class-per-folder tree. Split folders are recognised by name; otherwise ``split`` is None.
+
+    Symlinks are followed; a dangling symlink, a symlink loop (a link to a folder above it) and a second link
+    to a folder already read are skipped and counted in ``skipped`` with the reason, as are files outside the
+    class folders and files without an image extension. Hidden files and folders are ignored."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such directory")
     ds = DataSet([], [head])
-    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    top = frozenset({os.path.realpath(root)})
+    visited: set[str] = set(top)
+    entries = _entries(root, ds)
+    subdirs = [p for p in entries if p.is_dir()]
     split_dirs = {p: SPLIT_NAMES[p.name.lower()] for p in subdirs if p.name.lower() in SPLIT_NAMES}
     if split_dirs:
         for d, split in sorted(split_dirs.items()):
-            _scan_classes(d, head, split, ds)
+            problem = _link_problem(d, top, visited) if d.is_symlink() else None
+            if problem:
+                ds.skipped.append(Skipped(str(d), problem))
+                continue
+            real = os.path.realpath(d)
+            visited.add(real)
+            _scan_classes(d, head, split, ds, top | {real}, visited)
         for d in sorted(set(subdirs) - set(split_dirs)):
             ds.skipped.append(Skipped(str(d), "folder beside the split folders ignored"))
-        for f in sorted(root.iterdir()):
-            if f.is_file() and not f.name.startswith("."):
+        for f in entries:
+            if f.is_dir():
+                continue
+            if f.is_file():
                 ds.skipped.append(Skipped(str(f), "file outside the split folders"))
+            else:
+                problem = _link_problem(f, top, visited) if f.is_symlink() else None
+                ds.skipped.append(Skipped(str(f), problem or "not a regular file"))
         if "train" not in split_dirs.values():
             raise ValueError(f"{root}: split folders {sorted(p.name for p in split_dirs)} but no train/")
     else:
-        _scan_classes(root, head, None, ds)
+        _scan_classes(root, head, None, ds, top, visited)
     if not ds.samples:
         raise ValueError(f"{root}: no images found (expected root/CLASS/*.jpg or root/train/CLASS/*.jpg)")
     return ds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -63,8 +64,10 @@ def compute_metrics(
     "confusion": C x C ints, rows = true, cols = predicted}.
 
     Macro averages (``macro_f1``, ``macro_avg``) are taken over classes with support > 0 in ``y_true``
-    (as ``balanced_accuracy`` is), so a class absent from this split does not drag them down; it is still
-    listed in ``per_class`` with support 0. ``top_k`` holds only k < C.
+    (as ``balanced_accuracy`` is), so a class absent from this split neither drags them down nor counts as
+    a perfect class; it is still listed in ``per_class`` with support 0 and ``None`` (JSON null, shown as
+    "-") for recall, F1 and accuracy, and for precision too unless the class was predicted (then 0.0).
+    ``top_k`` holds only k < C.
     """
     C = len(class_names)
     y, p = _validate(y_true, probs, C)
@@ -83,14 +86,17 @@ def compute_metrics(
     prec, rec, f1, support = precision_recall_fscore_support(y, y_pred, labels=labels, zero_division=0)
     mcm = multilabel_confusion_matrix(y, y_pred, labels=labels)  # per class [[tn, fp], [fn, tp]]
     ovr_acc = (mcm[:, 0, 0] + mcm[:, 1, 1]) / n
+    predicted = mcm[:, 1, 1] + mcm[:, 0, 1]  # tp + fp
     per_class = [
         {
             "class": name,
             "support": int(support[i]),
-            "precision": float(prec[i]),
-            "recall": float(rec[i]),
-            "f1": float(f1[i]),
-            "accuracy": float(ovr_acc[i]),
+            # undefined (None) without a true image of the class: recall, F1, accuracy; precision also
+            # needs the class to have been predicted at least once
+            "precision": float(prec[i]) if support[i] or predicted[i] else None,
+            "recall": float(rec[i]) if support[i] else None,
+            "f1": float(f1[i]) if support[i] else None,
+            "accuracy": float(ovr_acc[i]) if support[i] else None,
         }
         for i, name in enumerate(class_names)
     ]
@@ -136,8 +142,17 @@ def most_confident_errors(y_true, probs, k: int = 16) -> list[int]:
     return [int(i) for i in order[: max(int(k), 0)]]
 
 
+def fmt_value(v, digits: int = 4) -> str:
+    """A metric for a table: ``digits`` decimals, or "-" when it is undefined (None / NaN)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}f}"
+
+
 def format_table(metrics: dict, title: str = "") -> str:
-    """Fixed-width text table: one row per class, macro/weighted averages, then top-1, top-k and macro-F1."""
+    """Fixed-width text table: one row per class, macro/weighted averages, then top-1, top-k and macro-F1.
+
+    Undefined per-class values (a class without true samples in this split) are shown as "-"."""
     cols = ("precision", "recall", "f1", "accuracy")
     rows = [(c["class"], c["support"], *(c[k] for k in cols)) for c in metrics["per_class"]]
     avgs = [
@@ -149,7 +164,7 @@ def format_table(metrics: dict, title: str = "") -> str:
     header = f"{'class':<{w}}  {'support':>7}" + "".join(f"  {c:>9}" for c in cols)
 
     def line(r) -> str:
-        return f"{str(r[0]):<{w}}  {r[1]:>7d}" + "".join(f"  {v:>9.4f}" for v in r[2:])
+        return f"{str(r[0]):<{w}}  {r[1]:>7d}" + "".join(f"  {fmt_value(v):>9}" for v in r[2:])
 
     rule = "-" * len(header)
     out = ([title, rule] if title else []) + [header, rule, *map(line, rows), rule, *map(line, avgs), rule]

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure  # Figure + savefig renders with Agg; no pyplot, no display needed
 from PIL import Image
 
-from .metrics import compute_metrics, most_confident_errors
+from .metrics import compute_metrics, fmt_value, most_confident_errors
 
 MAX_ANNOTATED_CLASSES = 60
 N_ERRORS = 16
@@ -143,10 +143,10 @@ def _head_section(head: str, m: dict, errors: list[dict], files: dict[str, str])
     cols = ("precision", "recall", "f1", "accuracy")
     for c in m["per_class"]:
         out.append(
-            f"| {_cell(c['class'])} | {c['support']} | " + " | ".join(f"{c[k]:.4f}" for k in cols) + " |"
+            f"| {_cell(c['class'])} | {c['support']} | " + " | ".join(fmt_value(c[k]) for k in cols) + " |"
         )
     for label, key in (("**macro avg**", "macro_avg"), ("**weighted avg**", "weighted_avg")):
-        out.append(f"| {label} | {m['n']} | " + " | ".join(f"{m[key][k]:.4f}" for k in cols) + " |")
+        out.append(f"| {label} | {m['n']} | " + " | ".join(fmt_value(m[key][k]) for k in cols) + " |")
     out += [
         "",
         f"![confusion matrix for {head}]({files['confusion']})",

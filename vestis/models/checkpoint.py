@@ -1,37 +1,90 @@
 """The one checkpoint format: a run directory with ``model.safetensors`` + ``config.json``.
 
 The weights file holds the heads, plus the backbone when it was trained (otherwise the backbone is
-rebuilt from the registry with its pretrained weights). Nothing is ever unpickled."""
+rebuilt from the registry with its pretrained weights). Nothing is ever unpickled.
+
+``config.json`` is versioned (``format``). The reader:
+
+* migrates older formats on read (format 1 -> 2: data paths were stored relative to the working directory
+  of the training run; format 2 stores them relative to the run directory, see :func:`resolve_data_load`);
+* refuses a newer format with "written by a newer vestis (format N); upgrade";
+* warns (once per file) about top-level keys it does not know, and otherwise ignores them;
+* raises :class:`CheckpointError` (a ``ValueError``), one line naming the file, for anything damaged:
+  corrupt JSON, a config that is not an object or lacks ``backbone`` / ``heads``, malformed heads, a bad
+  ``preprocess`` (unknown keys there too: a model prepared differently would predict wrongly) or ``head``,
+  and a truncated / empty / foreign ``model.safetensors`` or weights that do not fit the model.
+
+Importing this module does not import torch (only loading and saving weights does)."""
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from vestis import __version__
-from vestis.models.heads import HeadConfig, VestisModel
 from vestis.models.preprocess import Preprocess
-from vestis.models.registry import create_model
 
-FORMAT = 1
+if TYPE_CHECKING:
+    import torch
+
+    from vestis.models.heads import VestisModel
+
+FORMAT = 2
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "default"
 
+# Top-level keys this version writes or understands; others are warned about and ignored.
+KNOWN_KEYS = frozenset(
+    {
+        "format",
+        "vestis_version",
+        "created",
+        "backbone",
+        "pretrained",
+        "includes_backbone",
+        "backbone_fingerprint",
+        "head",
+        "heads",
+        "preprocess",
+        "metrics",
+        "data",
+        "train_config",
+        "migrated_from",
+    }
+)
+# ``data["paths_relative_to"]``: what the relative paths in ``data`` are relative to.
+RUN_DIR, CWD = "run_dir", "cwd"
+_DATA_PATH_KEYS = ("source", "images")  # in data["load"]; data["source"] too
+
+_warned: set[tuple[str, tuple[str, ...]]] = set()
+
+
+class CheckpointError(ValueError):
+    """A run directory's ``config.json`` or ``model.safetensors`` cannot be used; the message names the file."""
+
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` via a temporary file unique to this process, then rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
     """Hash of a module's tensors (names, dtypes, values): identifies a backbone's exact weights."""
+    import torch
+
     h = hashlib.sha1()
     for name, t in sorted(module.state_dict().items()):
         h.update(name.encode())
@@ -40,12 +93,215 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+# -- data paths ---------------------------------------------------------------------------------------------
+
+
+def _relative_to_run(path, run_dir: Path):
+    """A path as the user gave it (relative to the working directory) -> relative to ``run_dir``.
+
+    Absolute paths stay absolute (they work from anywhere); so does a path that has no relative form from the
+    run directory (another drive)."""
+    if path is None or str(path) == "":
+        return path
+    p = str(path)
+    if os.path.isabs(p):
+        return p
+    try:
+        return os.path.relpath(os.path.abspath(p), os.path.abspath(run_dir))
+    except ValueError:  # another drive (Windows)
+        return os.path.abspath(p)
+
+
+def _store_data(data: dict | None, run_dir: Path) -> dict:
+    """``data`` for config.json: its paths made relative to the run directory (the caller's dict is untouched)."""
+    data = copy.deepcopy(data) if data else {}
+    had_paths = False
+    if data.get("source") not in (None, ""):
+        data["source"] = _relative_to_run(data["source"], run_dir)
+        had_paths = True
+    load = data.get("load")
+    if isinstance(load, dict):
+        for key in _DATA_PATH_KEYS:
+            if load.get(key) not in (None, ""):
+                load[key] = _relative_to_run(load[key], run_dir)
+                had_paths = True
+    if had_paths:
+        data["paths_relative_to"] = RUN_DIR
+    return data
+
+
+def missing_data_message(run_dir: str | Path, path: str) -> str:
+    """The one-line error for a run whose recorded data cannot be found from the working directory."""
+    return (
+        f"{run_dir}: the run's data {path} is not found from here ({os.getcwd()}); "
+        "pass --data DIR (and --images DIR for a catalogue) to evaluate on it"
+    )
+
+
+def resolve_data_load(run_dir: str | Path, config: dict) -> dict:
+    """The run's ``data.load`` (keyword arguments of :func:`vestis.data.load_dataset`) with its paths usable
+    from the current working directory.
+
+    Format 2 stores paths relative to the run directory: they are joined onto ``run_dir``. A migrated
+    format-1 config stored them relative to the training run's working directory: the run-directory-relative
+    reading is tried first, then the path as given. Absolute paths are used as they are.
+
+    Raises ValueError when the run records no data, and FileNotFoundError (suggesting ``--data``) when the
+    source is not found."""
+    data = config.get("data") or {}
+    load = data.get("load")
+    if not isinstance(load, dict) or not load.get("source"):
+        raise ValueError(f"{run_dir}: the run records no data source; pass --data DIR")
+    base = data.get("paths_relative_to", RUN_DIR)
+    load = dict(load)
+    for key in _DATA_PATH_KEYS:
+        value = load.get(key)
+        if value in (None, ""):
+            continue
+        value = str(value)
+        if os.path.isabs(value):
+            candidates = [value]
+        else:
+            from_run = os.path.normpath(os.path.join(str(run_dir), value))
+            candidates = [from_run, value] if base == CWD else [from_run]
+        found = next((c for c in candidates if os.path.exists(c)), None)
+        if found is None:
+            if key == "source":
+                raise FileNotFoundError(missing_data_message(run_dir, value))
+            found = candidates[0]  # a missing image folder is reported by the catalogue reader
+        load[key] = found
+    return load
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+
+
+def _migrate_1_to_2(config: dict) -> dict:
+    """Format 1 stored data paths relative to the working directory of the training run."""
+    data = config.get("data")
+    if isinstance(data, dict) and data:
+        data.setdefault("paths_relative_to", CWD)
+    return config
+
+
+_MIGRATIONS = {1: _migrate_1_to_2}  # format N -> N + 1
+
+
+def _check_heads(heads, path: Path) -> None:
+    if not isinstance(heads, dict) or not heads:
+        raise CheckpointError(
+            f'{path}: "heads" must map each head name to its class names, got {type(heads).__name__} {heads!r:.80}'
+        )
+    for name, classes in heads.items():
+        if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+            raise CheckpointError(
+                f"{path}: head {name!r} needs a list of at least 2 class names (strings), got {classes!r:.80}"
+            )
+        if len(set(classes)) != len(classes):
+            dupes = sorted({c for c in classes if classes.count(c) > 1})
+            raise CheckpointError(f"{path}: head {name!r} lists class names twice: {dupes[:5]}")
+
+
+def _check_config(config, path: Path) -> dict:
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got a {type(config).__name__}")
+    fmt = config.get("format")
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format {fmt!r} (this vestis reads 1..{FORMAT})"
+        )
+    if fmt > FORMAT:
+        raise CheckpointError(
+            f"{path}: written by a newer vestis (format {fmt}; this vestis {__version__} reads up to {FORMAT}); "
+            "upgrade vestis"
+        )
+    unknown = tuple(sorted(set(config) - KNOWN_KEYS))
+    if unknown:
+        key = (str(path.resolve()), unknown)
+        if key not in _warned:
+            _warned.add(key)
+            warnings.warn(f"{path}: ignoring unknown keys {list(unknown)}", stacklevel=3)
+    if fmt < FORMAT:
+        config["migrated_from"] = fmt
+        while fmt < FORMAT:
+            config = _MIGRATIONS[fmt](config)
+            fmt += 1
+        config["format"] = FORMAT
+    for key in ("backbone", "heads", "preprocess"):
+        if key not in config:
+            raise CheckpointError(f"{path}: no {key!r} (not a complete vestis checkpoint)")
+    if not isinstance(config["backbone"], str) or not config["backbone"]:
+        raise CheckpointError(f'{path}: "backbone" must be a backbone name, got {config["backbone"]!r:.80}')
+    _check_heads(config["heads"], path)
+    try:
+        Preprocess.from_dict(config["preprocess"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f'{path}: bad "preprocess": {e}') from None
+    config.setdefault("head", {})
+    try:
+        _head_config(config["head"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f'{path}: bad "head": {e}') from None
+    for key, default in (("pretrained", True), ("includes_backbone", False)):
+        config.setdefault(key, default)
+        if not isinstance(config[key], bool):
+            raise CheckpointError(f"{path}: {key!r} must be true or false, got {config[key]!r:.80}")
+    for key in ("metrics", "data", "train_config"):
+        config.setdefault(key, {})
+        if not isinstance(config[key], dict):
+            raise CheckpointError(f"{path}: {key!r} must be an object, got {type(config[key]).__name__}")
+    return config
+
+
+def _head_config(d):
+    from vestis.models.heads import HeadConfig
+
+    if not isinstance(d, dict):
+        raise ValueError(f"expected an object, got {type(d).__name__}")
+    return HeadConfig.from_dict(d)
+
+
+def read_config(run_dir: str | Path) -> dict:
+    """A run directory's ``config.json``, checked and migrated to the current :data:`FORMAT`.
+
+    Raises FileNotFoundError when there is none, :class:`CheckpointError` (naming the file) when it is damaged
+    or from a newer vestis."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{run_dir} is not a vestis model: no {CONFIG} (train one with `vestis train`)"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: {e})") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        what = "empty" if not text.strip() else f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+        raise CheckpointError(f"{path}: {what}") from None
+    return _check_config(config, path)
+
+
+def resolve_model_dir(model: str | Path | None) -> Path:
+    """``None`` -> the bundled default model; otherwise a run directory."""
+    return BUNDLED if model in (None, "", "default") else Path(model)
+
+
+# -- writing and loading weights ----------------------------------------------------------------------------
+
+
 def save_checkpoint(run_dir: str | Path, model: VestisModel, *, include_backbone: bool = False,
                     metrics: dict | None = None, data: dict | None = None, train_config: dict | None = None,
                     dtype: torch.dtype | None = None) -> Path:  # fmt: skip
     """Write ``model.safetensors`` and ``config.json`` atomically into ``run_dir``.
 
-    ``dtype`` (e.g. torch.float16) stores floating weights smaller; they are cast back to fp32 on load."""
+    ``dtype`` (e.g. torch.float16) stores floating weights smaller; they are cast back to fp32 on load.
+    ``data``: ``source``, ``load.source`` and ``load.images`` as the user gave them (relative to the working
+    directory); they are stored relative to ``run_dir`` (absolute ones stay absolute), so the run keeps
+    finding its data from any working directory (:func:`resolve_data_load`)."""
+    from safetensors.torch import save_file
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = (
@@ -59,9 +315,13 @@ def save_checkpoint(run_dir: str | Path, model: VestisModel, *, include_backbone
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
         tensors[k] = v
-    tmp = run_dir / (WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "vestis", "version": __version__})
-    os.replace(tmp, run_dir / WEIGHTS)
+    tmp = run_dir / f"{WEIGHTS}.{os.getpid()}.tmp"
+    try:
+        save_file(tensors, str(tmp), metadata={"format": "vestis", "version": __version__})
+        os.replace(tmp, run_dir / WEIGHTS)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     config = {
         "format": FORMAT,
         "vestis_version": __version__,
@@ -74,59 +334,77 @@ def save_checkpoint(run_dir: str | Path, model: VestisModel, *, include_backbone
         "heads": model.classes,
         "preprocess": model.preprocess.to_dict(),
         "metrics": metrics or {},
-        "data": data or {},
+        "data": _store_data(data, run_dir),
         "train_config": train_config or {},
     }
     atomic_write_text(run_dir / CONFIG, json.dumps(config, indent=2))
     return run_dir
 
 
-def read_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / CONFIG
+def read_weights(run_dir: str | Path) -> dict:
+    """The tensors of ``RUN/model.safetensors``; :class:`CheckpointError` naming the file when it is missing,
+    empty, truncated or not a safetensors file."""
+    from safetensors.torch import load_file
+
+    path = Path(run_dir) / WEIGHTS
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{run_dir} is not a vestis model: no {CONFIG} (train one with `vestis train`)"
-        )
-    config = json.loads(path.read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(
-            f"{path}: unsupported checkpoint format {config.get('format')!r} (this vestis reads {FORMAT})"
-        )
-    return config
-
-
-def resolve_model_dir(model: str | Path | None) -> Path:
-    """``None`` -> the bundled default model; otherwise a run directory."""
-    return BUNDLED if model in (None, "", "default") else Path(model)
+        raise CheckpointError(f"{path}: missing (the run directory has {CONFIG} but no weights)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (an interrupted save?); retrain or restore it")
+    try:
+        return load_file(str(path))  # safetensors: tensors only
+    except Exception as e:  # SafetensorError, OSError, ...: truncated or not a safetensors file
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file (truncated or damaged?): {msg[:200]}"
+        ) from None
 
 
 def load_checkpoint(
     run_dir: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> tuple[VestisModel, dict]:
     """Rebuild the model from a run directory (``None``: the bundled default) in eval mode, with its config."""
+    from vestis.models.registry import create_model
+
     run_dir = resolve_model_dir(run_dir)
     config = read_config(run_dir)
-    model = create_model(
-        config["backbone"],
-        heads=config["heads"],
-        pretrained=config["pretrained"] and not config["includes_backbone"],
-        head=HeadConfig.from_dict(config["head"]),
-    )
+    try:
+        model = create_model(
+            config["backbone"],
+            heads=config["heads"],
+            pretrained=config["pretrained"] and not config["includes_backbone"],
+            head=_head_config(config["head"]),
+        )
+    except ValueError as e:  # e.g. an unknown backbone name
+        raise CheckpointError(f"{Path(run_dir) / CONFIG}: {e}") from None
     model.preprocess = Preprocess.from_dict(config["preprocess"])
     model.pretrained = config["pretrained"]  # how the weights began, kept when the model is saved again
-    state = load_file(str(Path(run_dir) / WEIGHTS))  # safetensors: tensors only
+    state = read_weights(run_dir)
     target = model.state_dict()
+    weights = Path(run_dir) / WEIGHTS
+    bad_shape = [k for k, v in state.items() if k in target and tuple(v.shape) != tuple(target[k].shape)]
+    if bad_shape:
+        k = bad_shape[0]
+        raise CheckpointError(
+            f"{weights}: weights do not fit the model ({len(bad_shape)} tensors of the wrong shape, e.g. {k} "
+            f"{tuple(state[k].shape)} vs {tuple(target[k].shape)}; do config.json's heads match?)"
+        )
     state = {k: v.to(target[k].dtype) if k in target else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{weights}: weights do not fit the model: {' '.join(str(e).split())[:200]}"
+        ) from None
     missing = [k for k in missing if config["includes_backbone"] or k.startswith("heads.")]
     if missing or unexpected:
-        raise ValueError(
-            f"{run_dir}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        raise CheckpointError(
+            f"{weights}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     if not config["includes_backbone"] and weights_fingerprint(model.backbone) != config.get(
         "backbone_fingerprint"
     ):
-        raise ValueError(
+        raise CheckpointError(
             f"{run_dir}: the head was trained on backbone weights {config.get('backbone_fingerprint')} but "
             f"{config['backbone']} now loads {weights_fingerprint(model.backbone)}; its predictions would be wrong"
         )

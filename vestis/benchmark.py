@@ -75,12 +75,6 @@ def labelled_images(folder: str | Path, n: int = 0, seed: int = 0) -> tuple[list
     return [str(p) for p in paths], labels
 
 
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def _runner_for(variant: str, model, tmp: Path, quiet: bool):
     from vestis.engine.ort_runner import OnnxRunner
     from vestis.engine.torch_runner import TorchRunner
@@ -90,6 +84,38 @@ def _runner_for(variant: str, model, tmp: Path, quiet: bool):
     path = tmp / f"{variant}.onnx"
     report = model.export(path, int8=variant == "onnx-int8", progress=not quiet)
     return OnnxRunner(path, device="cpu"), report
+
+
+def _measure(
+    runner, variant: str, b: int, crops, paths, labels, model, cfg: BenchmarkConfig, workers
+) -> dict:
+    """One row: model-only images/s on the decoded crops, end-to-end images/s (decode included) and top-1."""
+    n = len(crops) if b > 1 else min(len(crops), cfg.batch1_images)
+    runner(crops[:b])  # warm-up
+    t = time.perf_counter()
+    for k in range(0, n, b):
+        runner(crops[k : k + b])
+    model_s = time.perf_counter() - t
+    e2e_paths = paths if b > 1 else paths[:n]
+    t = time.perf_counter()
+    out = infer(runner, e2e_paths, batch_size=b, workers=workers)
+    e2e_s = time.perf_counter() - t
+    row = {
+        "variant": variant,
+        "runtime": runner.name,
+        "batch": b,
+        "images": len(e2e_paths),
+        "model_images_per_s": round(n / model_s, 1),
+        "end_to_end_images_per_s": round(len(e2e_paths) / e2e_s, 1),
+        "top1": None,
+    }
+    if labels is not None:
+        head = model.heads[0]
+        index = {c: k for k, c in enumerate(model.classes[head])}
+        y = np.array([index[lab] for lab in labels[: len(e2e_paths)]])
+        pred = out.probs[head].argmax(1)
+        row["top1"] = round(float((pred[out.ok] == y[out.ok]).mean()), 4)
+    return row
 
 
 def run_benchmark(run=None, cfg: BenchmarkConfig | None = None) -> dict:
@@ -104,9 +130,10 @@ def run_benchmark(run=None, cfg: BenchmarkConfig | None = None) -> dict:
     workers = default_workers() if cfg.workers is None else cfg.workers
 
     # decode alone: the loader over every image, the crops kept for the model-only passes
-    crops = []
     ds = image_set(model.runner, paths)
-    decode_s = _timed(lambda: crops.extend(b.x for b in iterate_batches(ds, 32, workers) if b.x is not None))
+    t = time.perf_counter()
+    crops = [b.x for b in iterate_batches(ds, 32, workers) if b.x is not None]
+    decode_s = time.perf_counter() - t
     crops = np.concatenate(crops)[:, 0] if crops else np.zeros((0,))
     result = {
         "cpu": cpu_info(),
@@ -129,31 +156,9 @@ def run_benchmark(run=None, cfg: BenchmarkConfig | None = None) -> dict:
             if report and report.get("int8_validation"):
                 result["notes"].append(f"{variant}: validation top-1 at export {report['int8_validation']}")
             for b in cfg.batches:
-                n = len(crops) if b > 1 else min(len(crops), cfg.batch1_images)
-                runner(crops[:b])  # warm-up
-                model_s = _timed(lambda b=b, n=n: [runner(crops[k : k + b]) for k in range(0, n, b)])
-                e2e_paths = paths if b > 1 else paths[:n]
-                out = None
-
-                def e2e(b=b, e2e_paths=e2e_paths):
-                    nonlocal out
-                    out = infer(runner, e2e_paths, batch_size=b, workers=workers)
-
-                e2e_s = _timed(e2e)
-                row = {
-                    "variant": variant,
-                    "runtime": runner.name,
-                    "batch": b,
-                    "images": len(e2e_paths),
-                    "model_images_per_s": round(n / model_s, 1),
-                    "end_to_end_images_per_s": round(len(e2e_paths) / e2e_s, 1),
-                    "top1": None,
-                }
-                if labelled:
-                    pred = out.probs[head].argmax(1)
-                    index = {c: k for k, c in enumerate(model.classes[head])}
-                    y = np.array([index[lab] for lab in labels[: len(e2e_paths)]])
-                    row["top1"] = round(float((pred[out.ok] == y[out.ok]).mean()), 4)
+                row = _measure(
+                    runner, variant, b, crops, paths, labels if labelled else None, model, cfg, workers
+                )
                 result["rows"].append(row)
                 if cfg.progress:
                     print(format_row(row), flush=True)

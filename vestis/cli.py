@@ -336,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     try:
         return args.func(args)
+    except ModuleNotFoundError as e:  # an optional dependency this command needs
+        extra = "runtime" if e.name and e.name.startswith("onnxruntime") else "torch"
+        if e.name in ("onnx", "onnxscript"):
+            extra = "export"
+        print(f"vestis {args.command}: error: needs the module {e.name!r}: pip install 'vestis[{extra}]'",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0

@@ -96,3 +96,77 @@ def test_import_vestis_is_light():
     code = "import sys, vestis; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+NO_TORCH = """
+import importlib.abc, json, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "timm", "safetensors"):
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, NoTorch())
+import vestis
+from vestis.cli import main
+model = vestis.load(sys.argv[1])
+preds = model.predict(sys.argv[2:], top_k=2)
+code = main(["predict", "--model", sys.argv[1], *sys.argv[2:], "--json", "--top-k", "2"])
+assert "torch" not in sys.modules, "torch got imported"
+print(json.dumps({"api": preds, "code": code, "runtime": model.runtime}))
+"""
+
+
+def test_export_and_predict_without_torch(trained, tmp_path, capsys):
+    """The API exports (parity printed by the CLI); the .onnx file then predicts through the API and the CLI
+    in a process where torch cannot be imported, with the same answers as PyTorch."""
+    pytest.importorskip("onnxruntime")
+    from vestis.cli import main
+
+    model, data, root = trained
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", str(root / "run"), "--out", str(onnx)]) == 0
+    printed = capsys.readouterr().out
+    assert "parity vs PyTorch fp32" in printed and onnx.exists()
+    images = [str(p) for p in sorted((data / "test" / "green").iterdir())[:2]]
+    out = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(onnx), *images, str(data / "missing.png")],
+        capture_output=True,
+        text=True,
+        cwd=str(root.parent),
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got["code"] == 1 and "onnx" in got["runtime"]  # 1: one input (missing.png) failed
+    ref = model.predict(images + [str(data / "missing.png")], top_k=2)
+    for a, b in zip(got["api"], ref, strict=True):
+        assert a["input"] == b["input"] and ("error" in a) == ("error" in b)
+        for p, q in zip(
+            a.get("predictions", {}).get("label", []), b.get("predictions", {}).get("label", []), strict=True
+        ):
+            assert p["label"] == q["label"] and abs(p["score"] - q["score"]) < 1e-4
+    cli_lines = [json.loads(x) for x in out.stdout.splitlines()[:-1]]
+    assert [set(x) for x in cli_lines] == [set(x) for x in got["api"]]
+
+
+def test_runtime_auto_exports_once_and_matches_torch(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    model, data, root = trained
+    auto = vestis.load(root / "run", runtime="auto", device="cpu", cache_dir=tmp_path / "c")
+    assert "onnx" in auto.runtime and list((tmp_path / "c" / "onnx").glob("*.onnx"))
+    images = [str(p) for p in sorted((data / "test").rglob("*.png"))]
+    a, b = auto.predict(images, top_k=3), model.predict(images, top_k=3)
+    assert [r["predictions"]["label"][0]["label"] for r in a] == [
+        r["predictions"]["label"][0]["label"] for r in b
+    ]
+    assert np.allclose(auto.embed(images), model.embed(images), atol=1e-5)
+    again = vestis.load(root / "run", runtime="auto", device="cpu", cache_dir=tmp_path / "c")
+    assert again.runner.path == auto.runner.path  # the cached export is reused
+
+
+def test_int8_export_measures_validation_top1(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    model, _, _ = trained
+    report = model.export(tmp_path / "q.onnx", int8=True, calibrate=20)
+    assert report["precision"] == "int8" and set(report["top1_int8"]) == {"label"}
+    assert report["n"]["label"] == 9 and 0 <= report["top1_int8"]["label"] <= 1
+    q = vestis.load(tmp_path / "q.onnx")
+    assert q.card["int8"]["top1_fp32"] == report["top1_fp32"] and q.runner.precision == "int8"

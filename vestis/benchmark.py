@@ -153,8 +153,11 @@ def run_benchmark(run=None, cfg: BenchmarkConfig | None = None) -> dict:
             except (ValueError, RuntimeError, ImportError) as e:
                 result["notes"].append(f"{variant}: skipped ({e})")
                 continue
-            if report and report.get("int8_validation"):
-                result["notes"].append(f"{variant}: validation top-1 at export {report['int8_validation']}")
+            if report and report.get("top1_int8"):
+                result["notes"].append(
+                    f"{variant}: validation top-1 at export: fp32 {report['top1_fp32']}, "
+                    f"int8 {report['top1_int8']}"
+                )
             for b in cfg.batches:
                 row = _measure(
                     runner, variant, b, crops, paths, labels if labelled else None, model, cfg, workers

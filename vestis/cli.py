@@ -237,17 +237,15 @@ def _export(args) -> int:
 
 
 def format_export(report: dict) -> str:
-    lines = [
-        f"wrote {report.get('path')} ({report.get('precision', 'fp32')}, {report.get('size_mb', 0):.1f} MB)"
-    ]
-    if "parity_max_abs_diff" in report:
-        lines.append(f"parity vs PyTorch fp32: max |probability difference| {report['parity_max_abs_diff']:.2e} "
-                     f"on {report.get('parity_images')} {report.get('parity_source', '')} images")  # fmt: skip
-    q = report.get("int8_validation") or report.get("int8") or {}
-    if q.get("top1_fp32") is not None:
-        for head in q["top1_fp32"]:
-            lines.append(f"int8 validation top-1 · {head}: fp32 {q['top1_fp32'][head]:.4f}  int8 "
-                         f"{q['top1_int8'][head]:.4f}  (n={q.get('n')})")  # fmt: skip
+    """The export report as the lines `vestis export` prints."""
+    lines = [f"wrote {report['path']} ({report['precision']}, {report['bytes'] / 2**20:.1f} MB)"]
+    lines.append(f"parity vs PyTorch fp32: max |probability difference| {report['parity_max_abs_diff']:.2e} on "
+                 f"{report['parity_images']} {report['parity_source']} images")  # fmt: skip
+    if "int8_max_abs_diff" in report:
+        lines.append(f"int8 vs PyTorch fp32: max |probability difference| {report['int8_max_abs_diff']:.3f}")
+    for head, fp32 in (report.get("top1_fp32") or {}).items():
+        lines.append(f"validation top-1 · {head}: fp32 {fp32:.4f}  int8 {report['top1_int8'][head]:.4f}  "
+                     f"(n={report['n'][head]})")  # fmt: skip
     return "\n".join(lines)
 
 

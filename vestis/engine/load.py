@@ -130,7 +130,7 @@ def load_runner(
             path.parent.mkdir(parents=True, exist_ok=True)
             if not quiet:
                 print(f"exporting to ONNX once (cached in {path.parent})", flush=True)
-            export_onnx(model, path, config=config)
+            export_onnx(model, path, config=config, source=str(srcs[0] or "bundled"))
         from vestis.engine.ort_runner import OnnxRunner
 
         return OnnxRunner(path, device="cpu"), config

@@ -2,15 +2,15 @@
 and test (reported, never used to choose), with the wall time of training (features included).
 
     .venv/bin/python benchmarks/bench_fast_accuracy.py [--backbones lite0 lite1 lite2 lite_ensemble] [--out runs/bench]
+        [--set head=linear --set loss=focal ...]
 
-Runs `vestis train` then `vestis evaluate --split test` per backbone (feature cache in OUT/cache; delete it
-for cold timings) and prints a markdown table."""
+Trains with ``vestis.train`` then scores with ``Model.evaluate(split="test")`` per backbone (the Python API
+the CLI runs; feature cache in OUT/cache, delete it for cold timings) and prints a markdown table."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,26 +25,38 @@ def main() -> None:
     ap.add_argument(
         "--cache-dir", help="feature cache (default OUT/cache; a warm cache makes 'train s' head-only)"
     )
-    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `vestis train` options")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more training options (TrainConfig fields; VALUE parsed as JSON when it can be)",
+    )
     args = ap.parse_args()
+    import vestis
+
+    extra = {}
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        try:
+            extra[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            extra[key.replace("-", "_")] = value
     if not DATA.exists():
         sys.exit(f"needs the shared data at {DATA}")
     out = Path(args.out)
-    vestis = [sys.executable, "-m", "vestis"]
     rows = []
     for b in args.backbones:
         run = out / b
         t = time.time()
-        subprocess.run([*vestis, "train", str(DATA), "--backbone", b, "--out", str(run), "--cache-dir",
-                        args.cache_dir or str(out / "cache"), "--quiet", *args.extra], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-        train_s = time.time() - t
         cache = args.cache_dir or str(out / "cache")
-        subprocess.run([*vestis, "evaluate", str(run), "--split", "test", "--quiet", "--cache-dir", cache], check=True,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
-        cfg = json.loads((run / "config.json").read_text())
-        val = cfg["metrics"]["validation"]["label"]
-        test = json.loads((run / "eval-test" / "metrics.json").read_text())["heads"]["label"]
-        sel = cfg["train_config"]["selected"]
+        model = vestis.train(DATA, backbone=b, out=run, cache_dir=cache, quiet=True, runtime="torch", **extra)
+        train_s = time.time() - t
+        test = model.evaluate(split="test", out=run / "eval-test")["heads"]["label"]
+        val = model.metrics["validation"]["label"]
+        sel = json.loads((run / "train_log.json").read_text()).get("selected") or model.card[
+            "train_config"
+        ].get("selected", {})
         rows.append((b, sel, val["top1"], val["macro_f1"], test["top1"], test["macro_f1"], train_s))
         print(f"{b}: val {val['top1']:.4f} test {test['top1']:.4f} ({train_s:.0f}s)", flush=True)
     print(

@@ -3,7 +3,7 @@ run and their ensemble (class probabilities averaged) on validation (for every c
 used to choose).
 
     .venv/bin/python benchmarks/bench_finetune_accuracy.py --backbone lite0 --out runs/ft-lite0 \\
-        --fast runs/fast-lite1 [--skip-train] -- [more `vestis train` options]
+        --fast runs/fast-lite1 [--skip-train] [--set backbone_lr_scale=0.3 --set seed=1 ...]
 
 OUT holds the fine-tuned run; --fast names a fast-mode run to ensemble with (the tables in docs/BENCHMARKS.md
 used `vestis train DATA --backbone lite1 --out runs/fast-lite1`, the bundled default before issue #3);
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,9 +21,9 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clothin
 
 
 def scores(runs: list[str], split: str, out: Path) -> dict:
-    from vestis.evaluate.runner import evaluate_run
+    import vestis
 
-    report = evaluate_run(runs if len(runs) > 1 else runs[0], split=split, out=out, quiet=True)
+    report = vestis.load(runs, runtime="torch").evaluate(split=split, out=out)
     m = report["heads"]["label"]
     return {"top1": m["top1"], "macro_f1": m["macro_f1"], "n": m["n"]}
 
@@ -35,32 +34,51 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--fast", required=True, help="fast-mode run to ensemble with")
     ap.add_argument("--skip-train", action="store_true")
-    ap.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `vestis train` options")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more training options (TrainConfig fields; VALUE parsed as JSON when it can be)",
+    )
     args = ap.parse_args()
+    import vestis
+
     if not DATA.exists():
         sys.exit(f"needs the shared data at {DATA}")
-    extra = [x for x in args.extra if x != "--"]
+    extra = {}
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        try:
+            extra[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            extra[key.replace("-", "_")] = value
     out = Path(args.out)
     train_s = None
     if not args.skip_train:
-        cmd = [sys.executable, "-m", "vestis", "train", str(DATA), "--mode", "finetune", "--backbone", args.backbone,
-               "--out", str(out), *extra]  # fmt: skip
-        print(" ".join(cmd[2:]), flush=True)
+        print(
+            f"vestis.train({DATA}, mode='finetune', backbone={args.backbone!r}, out={str(out)!r}, **{extra})"
+        )
         t = time.time()
-        subprocess.run(cmd, check=True)
+        vestis.train(DATA, mode="finetune", backbone=args.backbone, out=out, runtime="torch", **extra)
         train_s = time.time() - t
     rows = []
-    for name, runs in ((f"fine-tuned {args.backbone}", [str(out)]), ("fast", [args.fast]),
-                       ("ensemble", [str(out), args.fast])):  # fmt: skip
+    for name, runs in (
+        (f"fine-tuned {args.backbone}", [str(out)]),
+        ("fast", [args.fast]),
+        ("ensemble", [str(out), args.fast]),
+    ):
         val = scores(runs, "validation", out / f"bench-{name.split()[0]}-validation")
         test = scores(runs, "test", out / f"bench-{name.split()[0]}-test")
         rows.append({"model": name, "runs": runs, "validation": val, "test": test})
         print(f"{name}: val {val['top1']:.4f} test {test['top1']:.4f}", flush=True)
     log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     best = max(rows, key=lambda r: r["validation"]["top1"])
-    print(f"\n{args.backbone}, options {' '.join(extra) or '(defaults)'}: {len(log)} epochs, training "
-          + (f"{train_s / 60:.1f} min" if train_s else "(not timed here)")
-          + f", chosen on validation: {best['model']}")  # fmt: skip
+    print(
+        f"\n{args.backbone}, options {extra or '(defaults)'}: {len(log)} epochs, training "
+        + (f"{train_s / 60:.1f} min" if train_s else "(not timed here)")
+        + f", chosen on validation: {best['model']}"
+    )
     print("| model | val top-1 | val macro-F1 | test top-1 | test macro-F1 |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:

@@ -146,6 +146,12 @@ def run_benchmark(run=None, cfg: BenchmarkConfig | None = None) -> dict:
         "notes": [],
     }
     variants = cfg.variants or VARIANTS
+    if cfg.variants is None and not {"avx512_bf16", "amx_bf16"} & set(result["cpu"]["flags"]):
+        variants = tuple(v for v in variants if v != "torch-bf16")
+        result["notes"].append(
+            "torch-bf16 skipped: this CPU has no AVX512-BF16/AMX, bf16 is emulated and many "
+            "times slower than fp32 (ask for it with --variants torch-bf16)"
+        )
     with tempfile.TemporaryDirectory(prefix="vestis-bench-") as tmp:
         for variant in variants:
             try:

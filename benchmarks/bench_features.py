@@ -36,9 +36,9 @@ def run_variant(name: str, backbone: str, paths: list[str], batch: int) -> dict:
     from PIL import Image
 
     from vestis.data.images import load_image
+    from vestis.engine.features import extract_features
     from vestis.models import create_model, resolve_transform
     from vestis.runtime import autocast, tune_allocator
-    from vestis.train.features import extract_features
 
     v = VARIANTS[name]
     if v["malloc"]:

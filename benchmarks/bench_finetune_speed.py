@@ -60,13 +60,13 @@ for _name, _base, _change in (
 def run_variant(name: str, backbone: str, paths: list[str], batch: int, warmup: int, steps: int) -> dict:
     import torch
 
+    from vestis.engine.loader import ImageSet, default_workers
     from vestis.models import create_model, resolve_transform
     from vestis.runtime import autocast, tune_allocator
     from vestis.train.config import TrainConfig
-    from vestis.train.features import default_workers
-    from vestis.train.finetune import make_optimizer
     from vestis.train.losses import make_loss
-    from vestis.train.sampler import ImageSet, build_image_cache, make_loader
+    from vestis.train.recipe import make_optimizer
+    from vestis.train.sampler import build_image_cache, make_loader
 
     v = VARIANTS[name]
     if v["malloc"]:

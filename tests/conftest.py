@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,11 @@ def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available at {path} (see ../shared/README.md)")
     return path
+
+
+def stable_seed(*parts) -> int:
+    """A seed from names, the same in every run (Python's ``hash()`` of a string is salted per process)."""
+    return zlib.crc32("/".join(map(str, parts)).encode())
 
 
 def make_image(path: Path, colour, size=(40, 48), seed=0) -> Path:
@@ -39,7 +45,7 @@ def colour_folder(tmp_path) -> Path:
     for split, k in n.items():
         for c, rgb in COLOURS.items():
             for i in range(k):
-                make_image(root / split / c / f"{c}{i}.png", rgb, seed=hash((split, c, i)) % 2**32)
+                make_image(root / split / c / f"{c}{i}.png", rgb, seed=stable_seed(split, c, i))
     return root
 
 

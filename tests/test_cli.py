@@ -65,10 +65,17 @@ def test_evaluate_on_other_data(trained, tmp_path, capsys):
     assert any("purple" in n for n in report["notes"])
 
 
-def test_errors_are_clear(tmp_path, capsys):
+def test_errors_are_clear(colour_folder, tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope"), "--backbone", "test_tiny"]) == 2
     assert "no such file or directory" in capsys.readouterr().err
-    assert main(["train", str(tmp_path), "--backbone", "unknown_net_x"]) == 2
+    # real data, so that training gets as far as reading the backbone name
+    out = tmp_path / "run"
+    args = ["train", str(colour_folder), "--out", str(out), "--backbone", "unknown_net_x", "--workers", "0"]
+    assert main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown backbone 'unknown_net_x'" in err
+    assert "Registered (offline):" in err and "test_tiny" in err and "tf_efficientnet_lite0" in err
+    assert not (out / "config.json").exists()
     with pytest.raises(SystemExit):
         main(["train", str(tmp_path), "--loss", "hinge"])
     assert main(["predict", "x.jpg", "--model", str(tmp_path)]) == 2

@@ -9,8 +9,8 @@ import torch
 from tests.conftest import make_image
 from vestis.models.checkpoint import load_checkpoint
 from vestis.train import TrainConfig, train
-from vestis.train.fast import fit_head
 from vestis.train.losses import FocalLoss, class_weights, make_loss
+from vestis.train.probe import fit_head
 
 
 def _cfg(data, tmp_path, **kw):

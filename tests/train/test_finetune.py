@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import make_image
+from tests.conftest import make_image, stable_seed
 from vestis.evaluate.runner import evaluate_run
 from vestis.models.checkpoint import load_checkpoint
 from vestis.models.preprocess import Preprocess, resolve_transform
 from vestis.models.registry import create_model
 from vestis.train import TrainConfig, train
 from vestis.train.ema import EMA
-from vestis.train.finetune import lr_scale, mix_batch
+from vestis.train.recipe import lr_scale, mix_batch
 from vestis.train.sampler import EpochSampler
 
 PALETTE = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (220, 220, 30),
@@ -132,7 +132,7 @@ def imbalanced_folder(root: Path) -> Path:
     ):
         for c, k in n.items():
             for i in range(k):
-                make_image(root / split / c / f"{c}{i}.png", PALETTE[c], seed=hash((split, c, i)) % 2**32)
+                make_image(root / split / c / f"{c}{i}.png", PALETTE[c], seed=stable_seed(split, c, i))
     return root
 
 
@@ -270,7 +270,7 @@ def test_staged_classes_grow_head_and_report_groups(tmp_path, monkeypatch):
 
 def test_plan_stages_rest_and_all():
     from vestis.data import DataSet, Sample
-    from vestis.train.finetune import plan_stages
+    from vestis.train.stages import plan_stages
 
     counts = {"a": 9, "b": 7, "c": 5, "d": 3, "e": 1}
     samples = [Sample(Path(f"{c}{i}.jpg"), {"t": c}, "train") for c, n in counts.items() for i in range(n)]

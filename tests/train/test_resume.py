@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 
 from tests.train.test_finetune import ft_cfg, make_catalogue, rows
 from vestis.cli import main
-from vestis.train import train
-from vestis.train.finetune import read_state, train_finetune
+from vestis.train import TrainConfig, train
+from vestis.train.finetune import train_finetune
+from vestis.train.resume import read_state
 
 TIMING = ("seconds", "images_per_s")
 
@@ -64,7 +65,8 @@ def test_resume_equals_uninterrupted(colour_folder, tmp_path, staged, capsys):
     assert without_timing(rows(a)) == without_timing(rows(b))
     ca, cb = (json.loads((r / "config.json").read_text()) for r in (a, b))
     assert ca["metrics"] == cb["metrics"]
-    assert cb["train_config"]["resume"] is None and cb["train_config"]["epochs"] == kw["epochs"]
+    assert cb["train_config"]["training"]["epochs"] == kw["epochs"]
+    assert "runtime" not in cb["train_config"] and "resume" not in TrainConfig.flatten(cb["train_config"])
 
     capsys.readouterr()
     assert main([*args, "--lr", "0.5"]) == 2  # a resumed run keeps its options

@@ -1,8 +1,27 @@
-"""Typed training configuration: unknown or invalid options are errors."""
+"""Typed training configuration: unknown or invalid options are errors.
+
+:class:`TrainConfig` is flat to use (``cfg.lr``, ``cfg.backbone``; the CLI's options map one to one onto its
+fields) and grouped to store: every field belongs to one of :data:`GROUPS`,
+
+* ``dataset``: what is trained on and how it is split;
+* ``model``: the network (backbone, head);
+* ``training``: the optimisation both modes share;
+* ``fast``: fast mode's head fit (also fine-tuning's linear probe);
+* ``finetune``: fine-tuning's recipe;
+* ``runtime``: how this process runs (workers, device, caches, output): these do not change the result, are
+  not stored with a run and may differ when a run is resumed.
+
+:meth:`TrainConfig.to_dict` gives what a run stores, nested by group (runtime left out)::
+
+    {"mode": "finetune", "dataset": {...}, "model": {...}, "training": {...}, "fast": {...}, "finetune": {...}}
+
+:meth:`TrainConfig.from_dict` takes that, the flat dict of older runs (``vestis/assets/default``) and of the
+CLI and the Python API, or a mix."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import warnings
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from vestis.models import DEFAULT_BACKBONE
@@ -13,9 +32,28 @@ HEADS = ("linear", "mlp", "auto")
 AUGMENTS = ("none", "light", "trivial", "randaug")
 SAMPLERS = ("random", "balanced")
 HEAD_INITS = ("probe", "random")
-# options that may differ when a run is resumed (they do not change its result)
-RUNTIME_FIELDS = ("quiet", "workers", "device", "resume", "out", "cache", "cache_dir", "image_cache", "compile",
-                  "tensorboard")  # fmt: skip
+
+
+def _names(spaced: str) -> tuple[str, ...]:
+    return tuple(spaced.split())
+
+
+# options that may differ when a run is resumed and are not stored with it (they do not change its result)
+RUNTIME_FIELDS = _names("out workers device cache cache_dir quiet compile image_cache tensorboard resume")
+GROUPS: dict[str, tuple[str, ...]] = {
+    "dataset": _names("data images labels id_column path_column pattern split val test min_per_class"),
+    "model": _names("backbone pretrained head hidden dropout"),
+    "training": _names("seed loss label_smoothing epochs lr weight_decay select tta batch_size precision"),
+    "fast": _names("c lbfgs_iter"),
+    "finetune": _names(
+        "backbone_lr_scale warmup_epochs min_lr_scale augment crop_scale erase train_size freeze freeze_bn mixup "
+        "cutmix sampler ema_decay patience head_init channels_last stages"
+    ),
+    "runtime": RUNTIME_FIELDS,
+}
+TOP_LEVEL = ("mode",)  # stored beside the groups
+# stored beside the options by the trainers (not options): test-time views, class groups, fast mode's choice
+STORED_EXTRAS = ("views", "groups", "selected")
 
 
 def parse_stages(spec: str | None) -> list[tuple[str, int]]:
@@ -41,8 +79,9 @@ def parse_stages(spec: str | None) -> list[tuple[str, int]]:
 
 @dataclass
 class TrainConfig:
-    data: str
-    out: str = "runs/train"
+    data: str  # (dataset)
+    mode: str = "fast"  # (stored at the top level, beside the groups)
+    # -- dataset
     images: str | None = None  # catalogue CSV: the image directory
     labels: list[str] | None = None  # label columns (heads); folders: one, named after the folder level
     id_column: str = "id"  # catalogue CSV: the id column
@@ -51,33 +90,29 @@ class TrainConfig:
     split: str | None = None  # None (folder splits / seeded split) or "year:even"
     val: float = 0.1  # validation share when the data has no validation split
     test: float = 0.1  # test share when the data has no splits at all
-    seed: int = 0
+    min_per_class: int = 1  # classes with fewer training images are dropped from that head (reported)
+    # -- model
     backbone: str = DEFAULT_BACKBONE
     pretrained: bool = True
-    mode: str = "fast"
     head: str = "auto"  # fast mode: linear, mlp, or auto (both tried, chosen on validation)
     hidden: int = 512
     dropout: float = 0.2
+    # -- training (both modes)
+    seed: int = 0  # also draws the split when the data has none
     loss: str = "ce"
     label_smoothing: float = 0.1
     epochs: int | None = None  # None: 60 (fast mode: MLP head epochs) or 15 (finetune, per stage)
-    lr: float = 1e-3
+    lr: float = 1e-3  # fast mode: the MLP head's; finetune: the head's (the backbone's is scaled)
     # fast mode, MLP head: grid chosen on validation (default 1e-2); finetune: one AdamW value (0.05)
     weight_decay: list[float] | None = None
-    # fast mode, linear head: inverse L2 strengths tried (default 0.001 ... 0.1)
-    c: list[float] | None = None
-    lbfgs_iter: int = 300  # fast mode, linear head: L-BFGS iterations at most
     select: str = "top1"  # validation metric for model selection: top1 or macro_f1
     tta: bool = True  # flip test-time augmentation (and flipped copies as training views in fast mode)
     batch_size: int = 64
-    workers: int | None = None
-    precision: str = "auto"  # fp32, bf16, auto
-    device: str = "auto"
-    cache: bool = True
-    cache_dir: str | None = None
-    min_per_class: int = 1  # classes with fewer training images are dropped from that head (reported)
-    quiet: bool = False
-    # fine-tuning (mode finetune); lr is the head's learning rate
+    precision: str = "auto"  # fp32, bf16, auto (stored: bf16 changes the numbers a little)
+    # -- fast mode (and the fine-tuning probe)
+    c: list[float] | None = None  # linear head: inverse L2 strengths tried (default 0.001 ... 0.1)
+    lbfgs_iter: int = 300  # linear head: L-BFGS iterations at most
+    # -- fine-tuning (mode finetune)
     # backbone lr = lr * this. Measured (docs/BENCHMARKS.md): 0.3 beat 0.1 on both seeds of a GPU screen (+1.2
     # points of validation top-1, Lite0), 0.03 and 1.0 were worse; on this CPU 0.3 and 0.1 tied (0.918)
     backbone_lr_scale: float = 0.3
@@ -98,10 +133,17 @@ class TrainConfig:
     patience: int = 5  # stop a stage after this many epochs without a better validation score; 0 = never
     head_init: str = "probe"  # probe (linear head fitted on frozen features first) or random
     channels_last: bool = True
+    stages: str | None = None  # e.g. "top:20,rest": train on the 20 most frequent classes, then grow the head
+    # -- runtime (not stored; may differ on resume)
+    out: str = "runs/train"
+    workers: int | None = None
+    device: str = "auto"
+    cache: bool = True
+    cache_dir: str | None = None
+    quiet: bool = False
     compile: bool = False  # torch.compile the model
     image_cache: bool = False  # decode + resize every image once, keep it in memory
     tensorboard: bool = True  # TensorBoard events in RUN/tb (when tensorboard is installed)
-    stages: str | None = None  # e.g. "top:20,rest": train on the 20 most frequent classes, then grow the head
     resume: str | None = None  # a run directory to continue (its RUN/last state)
 
     def __post_init__(self):
@@ -173,8 +215,15 @@ class TrainConfig:
 
     def dataset_args(self) -> dict:
         """Keyword arguments of :func:`vestis.data.load_dataset` (kept in the run, so evaluation re-reads the same)."""
-        args = dict(source=self.data, images=self.images, labels=self.labels, val=self.val, test=self.test,
-                    seed=self.seed, split=self.split)  # fmt: skip
+        args = dict(
+            source=self.data,
+            images=self.images,
+            labels=self.labels,
+            val=self.val,
+            test=self.test,
+            seed=self.seed,
+            split=self.split,
+        )
         if not Path(self.data).is_dir():
             args.update(id_column=self.id_column, path_column=self.path_column, pattern=self.pattern)
         return args
@@ -187,13 +236,63 @@ class TrainConfig:
     def linear_c(self) -> list[float]:
         return list(self.c) if self.c else [0.001, 0.003, 0.01, 0.03, 0.1]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self, runtime: bool = False) -> dict:
+        """The options nested by group, as a run stores them; ``runtime=True`` adds the ``runtime`` group."""
+        out: dict = {name: getattr(self, name) for name in TOP_LEVEL}
+        for group, names in GROUPS.items():
+            if group != "runtime" or runtime:
+                out[group] = {name: _copy(getattr(self, name)) for name in names}
+        return out
+
+    @staticmethod
+    def flatten(d: dict) -> dict:
+        """Option name -> value from a grouped dict (:meth:`to_dict`), a flat one, or a mix of both; other keys
+        (such as :data:`STORED_EXTRAS`) are passed through. An option under the wrong group is an error."""
+        flat: dict = {}
+        for key, value in d.items():
+            if key in GROUPS and isinstance(value, dict):
+                wrong = sorted(set(value) - set(GROUPS[key]))
+                if wrong:
+                    raise ValueError(
+                        f"unknown training options in group {key!r}: {wrong}; known: {list(GROUPS[key])}"
+                    )
+                items = value.items()
+            else:
+                items = [(key, value)]
+            for name, v in items:
+                if name in flat:
+                    raise ValueError(f"training option {name!r} given twice")
+                flat[name] = v
+        return flat
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        """From a flat dict (the CLI, the Python API, runs before grouping) or a grouped one (:meth:`to_dict`)."""
+        flat = cls.flatten(d)
+        unknown = sorted(set(flat) - set(_FIELDS))
         if unknown:
-            raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
-        return cls(**d)
+            raise ValueError(f"unknown training options {unknown}; known: {sorted(_FIELDS)}")
+        return cls(**flat)
+
+    @classmethod
+    def from_stored(cls, train_config: dict, **runtime) -> TrainConfig:
+        """A run's stored ``train_config`` (grouped or, before grouping, flat) with ``runtime`` options as given.
+        What the trainers store beside the options (:data:`STORED_EXTRAS`) is dropped, and options this version
+        does not know (a newer or an older vestis) are dropped with a warning."""
+        flat = {k: v for k, v in cls.flatten(train_config).items() if k not in STORED_EXTRAS}
+        unknown = sorted(set(flat) - set(_FIELDS))
+        if unknown:
+            warnings.warn(
+                f"ignoring stored training options this vestis does not know: {unknown}", stacklevel=2
+            )
+        kept = {k: v for k, v in flat.items() if k in _FIELDS and k not in RUNTIME_FIELDS}
+        return cls(**{**kept, **runtime})
+
+
+def _copy(value):
+    return list(value) if isinstance(value, list) else value
+
+
+_FIELDS = tuple(f.name for f in fields(TrainConfig))
+_grouped = [*TOP_LEVEL, *(name for names in GROUPS.values() for name in names)]
+assert sorted(_grouped) == sorted(_FIELDS), "every TrainConfig field belongs to exactly one group"

@@ -1,0 +1,69 @@
+"""What a run records about its data, the same for fast and fine-tuned runs: the ``data`` block of its
+checkpoint (:func:`data_info`, with the one data fingerprint of :func:`vestis.data.data_fingerprint` over the
+images' contents), and what was left out (``skipped.json`` and the console line counting it)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from vestis.data import DataSet, Skipped, data_fingerprint
+from vestis.data.images import file_digest
+from vestis.models.checkpoint import atomic_write_text
+from vestis.train.config import TrainConfig
+
+SKIPPED = "skipped.json"
+
+
+def content_digests(ds: DataSet, progress: bool = False) -> list[str | None]:
+    """Each sample's content digest (the feature cache's key); None for a file that cannot be read."""
+    out: list[str | None] = []
+    bar = tqdm(ds.samples, desc="hashing", disable=not progress or len(ds.samples) < 2000, leave=False)
+    for s in bar:
+        try:
+            out.append(file_digest(Path(s.path).read_bytes()))
+        except OSError:
+            out.append(None)
+    return out
+
+
+def data_info(
+    cfg: TrainConfig, ds: DataSet, digests: Sequence[str | None], skipped: int | None = None
+) -> dict:
+    """The checkpoint's ``data``: source, :func:`vestis.data.load_dataset` arguments (the heads as read), split
+    counts, the data fingerprint over ``digests`` (one per sample, :func:`content_digests`; unreadable images
+    left out) and, once known, the number of inputs left out."""
+    info = {
+        "source": str(cfg.data),
+        "load": {**cfg.dataset_args(), "labels": ds.heads},
+        "counts": {sp: len(ds.split(sp)) for sp in ("train", "validation", "test")},
+        "fingerprint": data_fingerprint(ds.samples, digests),
+    }
+    if skipped is not None:
+        info["skipped"] = skipped
+    return info
+
+
+def all_skipped(ds: DataSet, unreadable: dict[str, str]) -> list[Skipped]:
+    """What the data loader left out, then the images that could not be read (path -> reason)."""
+    return list(ds.skipped) + [Skipped(str(p), r) for p, r in sorted(unreadable.items())]
+
+
+def write_skipped(run_dir: Path, skipped: list[Skipped]) -> None:
+    atomic_write_text(Path(run_dir) / SKIPPED, json.dumps([s.__dict__ for s in skipped], indent=1))
+
+
+def skipped_line(run_dir: Path, ds: DataSet, unreadable: int) -> str | None:
+    """The console line counting everything in ``skipped.json`` (None when nothing was left out)."""
+    loader = len(ds.skipped)
+    if not loader + unreadable:
+        return None
+    parts = []
+    if unreadable:
+        parts.append(f"{unreadable} unreadable image{'s' if unreadable != 1 else ''}")
+    if loader:
+        parts.append(f"{loader} left out while reading the data")
+    return f"skipped {loader + unreadable} inputs: {', '.join(parts)} (listed in {Path(run_dir) / SKIPPED})"

@@ -57,7 +57,7 @@ def test_clothing_finetune_briefly(tmp_path, capsys):
                  "--train-size", "160", "--batch-size", "32", "--out", str(run), "--cache-dir", str(tmp_path / "c"),
                  "--quiet"]) == 0  # fmt: skip
     config = json.loads((run / "config.json").read_text())
-    assert config["includes_backbone"] and config["train_config"]["freeze_bn"] is True
+    assert config["includes_backbone"] and config["train_config"]["finetune"]["freeze_bn"] is True
     assert config["metrics"]["validation"]["label"]["top1"] >= 0.5  # 10 classes: chance is 0.1
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["images_per_s"] > 0

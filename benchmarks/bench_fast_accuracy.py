@@ -2,7 +2,7 @@
 and test (reported, never used to choose), with the wall time of training (features included).
 
     .venv/bin/python benchmarks/bench_fast_accuracy.py [--backbones lite0 lite1 lite2 lite_ensemble] [--out runs/bench]
-        [--set head=linear --set loss=focal ...]
+        [-- --head linear --loss focal ...]
 
 Trains with ``vestis.train`` then scores with ``Model.evaluate(split="test")`` per backbone (the Python API
 the CLI runs; feature cache in OUT/cache, delete it for cold timings) and prints a markdown table."""
@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import train_options
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clothing-dataset-small"
 
 
@@ -25,23 +27,11 @@ def main() -> None:
     ap.add_argument(
         "--cache-dir", help="feature cache (default OUT/cache; a warm cache makes 'train s' head-only)"
     )
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="more training options (TrainConfig fields; VALUE parsed as JSON when it can be)",
-    )
+    ap.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `vestis train` options")
     args = ap.parse_args()
     import vestis
 
-    extra = {}
-    for kv in args.set:
-        key, _, value = kv.partition("=")
-        try:
-            extra[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            extra[key.replace("-", "_")] = value
+    extra = train_options(args.extra)
     if not DATA.exists():
         sys.exit(f"needs the shared data at {DATA}")
     out = Path(args.out)

@@ -3,7 +3,7 @@ run and their ensemble (class probabilities averaged) on validation (for every c
 used to choose).
 
     .venv/bin/python benchmarks/bench_finetune_accuracy.py --backbone lite0 --out runs/ft-lite0 \\
-        --fast runs/fast-lite1 [--skip-train] [--set backbone_lr_scale=0.3 --set seed=1 ...]
+        --fast runs/fast-lite1 [--skip-train] [-- more `vestis train` options]
 
 OUT holds the fine-tuned run; --fast names a fast-mode run to ensemble with (the tables in docs/BENCHMARKS.md
 used `vestis train DATA --backbone lite1 --out runs/fast-lite1`, the bundled default before issue #3);
@@ -16,6 +16,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from common import train_options
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clothing-dataset-small"
 
@@ -34,25 +36,13 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--fast", required=True, help="fast-mode run to ensemble with")
     ap.add_argument("--skip-train", action="store_true")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="more training options (TrainConfig fields; VALUE parsed as JSON when it can be)",
-    )
+    ap.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `vestis train` options")
     args = ap.parse_args()
     import vestis
 
     if not DATA.exists():
         sys.exit(f"needs the shared data at {DATA}")
-    extra = {}
-    for kv in args.set:
-        key, _, value = kv.partition("=")
-        try:
-            extra[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            extra[key.replace("-", "_")] = value
+    extra = train_options(args.extra)
     out = Path(args.out)
     train_s = None
     if not args.skip_train:

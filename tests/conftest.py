@@ -52,3 +52,11 @@ def colour_folder(tmp_path) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path) -> Path:
     return tmp_path / "cache"
+
+
+def train_tiny(data, out, cache, *extra: str) -> int:
+    """`vestis train` on the tiny test backbone (a fast-mode linear head, seconds); returns the exit code."""
+    from vestis.cli import main
+
+    args = ["--backbone", "test_tiny", "--epochs", "2", "--head", "linear", "--workers", "0", "--quiet"]
+    return main(["train", str(data), "--out", str(out), "--cache-dir", str(cache), *args, *extra])

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.conftest import train_tiny
 from vestis.benchmark import BenchmarkConfig, cpu_info, format_benchmark, labelled_images, run_benchmark
 from vestis.cli import main
 
@@ -13,28 +14,7 @@ from vestis.cli import main
 @pytest.fixture
 def run(colour_folder, tmp_path):
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                str(colour_folder),
-                "--out",
-                str(out),
-                "--backbone",
-                "test_tiny",
-                "--epochs",
-                "5",
-                "--head",
-                "linear",
-                "--workers",
-                "0",
-                "--quiet",
-                "--cache-dir",
-                str(tmp_path / "c"),
-            ]
-        )
-        == 0
-    )
+    assert train_tiny(colour_folder, out, tmp_path / "c", "--epochs", "5") == 0
     return out
 
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.conftest import make_image
+from tests.conftest import make_image, train_tiny
 from vestis.cli import main
 from vestis.predict import expand_inputs
 
@@ -66,28 +66,7 @@ def test_ctrl_c_while_loading_is_one_line(monkeypatch, capsys):
 )
 def test_damaged_run_is_a_one_line_error_with_exit_code_2(colour_folder, tmp_path, capsys, damage, message):
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                str(colour_folder),
-                "--out",
-                str(run),
-                "--backbone",
-                "test_tiny",
-                "--epochs",
-                "2",
-                "--head",
-                "linear",
-                "--workers",
-                "0",
-                "--quiet",
-                "--cache-dir",
-                str(tmp_path / "c"),
-            ]
-        )
-        == 0
-    )
+    assert train_tiny(colour_folder, run, tmp_path / "c") == 0
     damage(run)
     capsys.readouterr()
     img = str(colour_folder / "test" / "red" / "red0.png")
@@ -102,28 +81,7 @@ def test_evaluate_from_another_directory(colour_folder, tmp_path, capsys, monkey
     gives a message that suggests --data."""
     monkeypatch.chdir(tmp_path)
     rel = os.path.relpath(colour_folder, tmp_path)
-    assert (
-        main(
-            [
-                "train",
-                rel,
-                "--out",
-                "run",
-                "--backbone",
-                "test_tiny",
-                "--epochs",
-                "2",
-                "--head",
-                "linear",
-                "--workers",
-                "0",
-                "--quiet",
-                "--cache-dir",
-                "c",
-            ]
-        )
-        == 0
-    )
+    assert train_tiny(rel, "run", "c") == 0
     elsewhere = tmp_path / "deep" / "er"
     elsewhere.mkdir(parents=True)
     capsys.readouterr()

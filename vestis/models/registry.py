@@ -131,7 +131,6 @@ register_backbone(
 )  # fmt: skip
 
 
-
 def create_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, Preprocess]:
     """A feature extractor (``forward`` returns pooled features, ``.num_features`` wide) and its preprocessing."""
     name = canonical_name(name)

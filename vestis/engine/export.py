@@ -21,23 +21,17 @@ import numpy as np
 
 from vestis import __version__
 from vestis.engine.ort_runner import FORMAT, INPUT, METADATA_KEY, OnnxRunner
+from vestis.engine.quantize import (
+    CALIBRATION_SEED,
+    MAX_CALIBRATION,
+    check_validation,
+    quantize,
+    validate,
+)
 
 EMBEDDING_OUTPUT = "features"
 EMBEDDING_LAYER = "pooled backbone features (before the heads)"
-MAX_CALIBRATION = 256  # calibration images (a seeded sample of the training images when there are more)
-CALIBRATION_BATCH = 16
-CALIBRATION_SEED = 0
 PARITY_SYNTHETIC = 8  # seeded random images when no parity images are given
-# 7-bit weights: on AVX2 CPUs without VNNI, ONNX Runtime's uint8 x int8 kernels (VPMADDUBSW) saturate
-# int16 sums with full-range weights; measured on the bundled Lite0 (an AVX2-only CPU) that cost 0.3 point of
-# validation top-1 (0.930 vs 0.933) and 0.5 point of test top-1, and reduce_range gave fp32's exact top-1 on
-# both. Reduced-range weights are accurate everywhere, so one file runs well on any x86 CPU.
-INT8_REDUCE_RANGE = True
-INT8_CALIBRATION = "MinMax"  # ReLU6 networks have bounded activations: min/max ranges lose nothing here
-# Operators quantised in the int8 model: the convolutions (all of a CNN's arithmetic) and the ops between
-# them. Softmax stays float (its probabilities keep full resolution), and so do the heads and the pooled
-# features (see _float_tail), so the embedding is not rounded to 8 bits.
-INT8_OPS = ["Conv", "Clip", "Relu", "Add", "Mul", "Pad", "MaxPool", "AveragePool", "Concat"]
 
 
 def _is_ensemble(model) -> bool:
@@ -211,88 +205,23 @@ def _parity(model, onnx_runner, parity: list | None, batch_size: int, workers, p
     }, (x, tp)
 
 
-class _Calibration:
-    """onnxruntime's CalibrationDataReader over decoded crops (subclassed lazily: onnxruntime is imported
-    only when int8 is asked for)."""
-
-    def __new__(cls, crops: np.ndarray, batch_size: int):
-        from onnxruntime.quantization import CalibrationDataReader
-
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.batches = iter([crops[a : a + batch_size] for a in range(0, len(crops), batch_size)])
-
-            def get_next(self):
-                b = next(self.batches, None)
-                return None if b is None else {INPUT: np.ascontiguousarray(b)}
-
-        return Reader()
-
-
-def _float_tail(path: Path) -> list[str]:
-    """Nodes that stay float in the int8 model: everything after the last convolution (pooling, flatten, the
-    heads' Gemm/MatMul, softmax). They cost nothing next to the convolutions, and keeping them float keeps the
-    embedding and the head logits at full resolution."""
-    import onnx
-
-    g = onnx.load(str(path), load_external_data=False).graph
-    last_conv = max((k for k, n in enumerate(g.node) if n.op_type == "Conv"), default=-1)
-    return [n.name for n in g.node[last_conv + 1 :] if n.name]
-
-
-def _quantize(fp32: Path, dst: Path, crops: np.ndarray, activations: str, tmp: Path) -> dict:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = tmp / "prepared.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
-    excluded = _float_tail(prepared)
-    quantize_static(
-        str(prepared),
-        str(dst),
-        _Calibration(crops, CALIBRATION_BATCH),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=INT8_OPS,
-        nodes_to_exclude=excluded,
-        per_channel=True,
-        reduce_range=INT8_REDUCE_RANGE,
-        activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=getattr(CalibrationMethod, INT8_CALIBRATION),
-        extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
-    )
-    return {
-        "format": "QDQ",
-        "weights": "int8, per channel, symmetric",
-        "activations": f"{activations}, per tensor" + (", symmetric" if activations == "int8" else ""),
-        "calibration": INT8_CALIBRATION,
-        "reduce_range": INT8_REDUCE_RANGE,
-        "quantized_ops": INT8_OPS,
-        "float_nodes": len(excluded),
-    }
-
-
-def _top1(probs: dict[str, np.ndarray], ok: np.ndarray, labels: dict[str, list], classes: dict) -> dict:
-    acc, n = {}, {}
-    for h, lab in labels.items():
-        index = {c: k for k, c in enumerate(classes[h])}
-        rows = [(i, index[c]) for i, c in enumerate(lab) if ok[i] and c in index]
-        n[h] = len(rows)
-        if rows:
-            i, y = np.array(rows).T
-            acc[h] = float((probs[h][i].argmax(1) == y).mean())
-        else:
-            acc[h] = None
-    return {"acc": acc, "n": n}
-
-
-def export_onnx(model, out: str | Path, *, config: dict | None = None, int8: bool = False,
-                calibration: list | None = None, validation: tuple[list, dict[str, list]] | None = None,
-                parity: list | None = None, opset: int = 17, batch_size: int = 32, workers: int | None = None,
-                progress: bool = False, source: str | None = None, activations: str = "uint8",
-                max_calibration: int = MAX_CALIBRATION) -> dict:  # fmt: skip
+def export_onnx(
+    model,
+    out: str | Path,
+    *,
+    config: dict | None = None,
+    int8: bool = False,
+    calibration: list | None = None,
+    validation: tuple[list, dict[str, list]] | None = None,
+    parity: list | None = None,
+    opset: int = 17,
+    batch_size: int = 32,
+    workers: int | None = None,
+    progress: bool = False,
+    source: str | None = None,
+    activations: str = "uint8",
+    max_calibration: int = MAX_CALIBRATION,
+) -> dict:
     """Write ``model`` (a :class:`~vestis.models.heads.VestisModel`) to ``out`` as ONNX, atomically; return a
     report (below). An :class:`~vestis.models.ensemble.Ensemble` is refused (export one model at a time).
 
@@ -329,7 +258,7 @@ def export_onnx(model, out: str | Path, *, config: dict | None = None, int8: boo
     if not model.classes:
         raise ValueError("the model has no heads: nothing to export")
     if int8 and validation is not None:
-        _check_validation(validation, model.classes)
+        check_validation(validation, model.classes)
     config = config or {}
     out = Path(out)
     model = copy.deepcopy(model).to("cpu", torch.float32).eval()  # the caller's model is left as it was
@@ -348,7 +277,7 @@ def export_onnx(model, out: str | Path, *, config: dict | None = None, int8: boo
             "dim": int(model.num_features),
             "layer": EMBEDDING_LAYER,
             "normalized": False,
-        },  # fmt: skip
+        },
         "preprocess": pre.to_dict(),
         "precision": "fp32",
         "metrics": config.get("metrics"),
@@ -367,8 +296,12 @@ def export_onnx(model, out: str | Path, *, config: dict | None = None, int8: boo
                 model, OnnxRunner(fp32, device="cpu"), parity, batch_size, workers, progress
             )
             report.update(par)
-            card["parity"] = {"max_abs_diff": par["parity_max_abs_diff"], "images": par["parity_images"],
-                              "source": par["parity_source"], "against": "torch fp32 (cpu)"}  # fmt: skip
+            card["parity"] = {
+                "max_abs_diff": par["parity_max_abs_diff"],
+                "images": par["parity_images"],
+                "source": par["parity_source"],
+                "against": "torch fp32 (cpu)",
+            }
             if not int8:
                 _set_metadata(fp32, target, card)
             else:
@@ -382,9 +315,14 @@ def export_onnx(model, out: str | Path, *, config: dict | None = None, int8: boo
                         f"int8 calibration: none of the {len(items)} calibration images could be read"
                     )
                 quantized = tmp / "int8.onnx"
-                recipe = _quantize(fp32, quantized, crops, activations, tmp)
-                recipe.update({"calibration_images": int(len(crops)), "calibration_unreadable": failed,
-                               "calibration_seed": CALIBRATION_SEED})  # fmt: skip
+                recipe = quantize(fp32, quantized, crops, activations, tmp)
+                recipe.update(
+                    {
+                        "calibration_images": int(len(crops)),
+                        "calibration_unreadable": failed,
+                        "calibration_seed": CALIBRATION_SEED,
+                    }
+                )
                 int8_card = {**card, "precision": "int8", "int8": recipe}
                 _set_metadata(quantized, quantized, int8_card)
                 int8_runner = OnnxRunner(quantized, device="cpu")
@@ -392,7 +330,7 @@ def export_onnx(model, out: str | Path, *, config: dict | None = None, int8: boo
                 report["int8_max_abs_diff"] = _max_diff(tp, ip)
                 recipe["max_abs_diff_vs_fp32"] = report["int8_max_abs_diff"]
                 if validation is not None:
-                    recipe.update(_validate(validation, fp32, int8_runner, batch_size, workers, progress))
+                    recipe.update(validate(validation, fp32, int8_runner, batch_size, workers, progress))
                     report.update({k: recipe[k] for k in ("top1_fp32", "top1_int8", "n")})
                 report["int8"] = recipe
                 report["fp32_bytes"] = fp32.stat().st_size
@@ -403,34 +341,3 @@ def export_onnx(model, out: str | Path, *, config: dict | None = None, int8: boo
             target.unlink()
     report.update({"path": str(out), "precision": "int8" if int8 else "fp32", "bytes": out.stat().st_size})
     return report
-
-
-def _check_validation(validation, classes: dict) -> None:
-    if (
-        not isinstance(validation, (tuple, list))
-        or len(validation) != 2
-        or not isinstance(validation[1], dict)
-    ):
-        raise ValueError("validation must be (paths, {head: class name per path})")
-    paths, labels = validation
-    for h, lab in labels.items():
-        if h not in classes:
-            raise ValueError(f"validation labels for head {h!r}, which the model does not have")
-        if len(lab) != len(paths):
-            raise ValueError(f"validation: {len(paths)} images but {len(lab)} labels for head {h!r}")
-
-
-def _validate(validation, fp32: Path, int8_runner: OnnxRunner, batch_size, workers, progress) -> dict:
-    """Top-1 of the fp32 and the int8 model on the validation images (through the engine's ``infer``)."""
-    from vestis.engine.infer import infer
-
-    paths, labels = validation
-    result = {}
-    for precision, runner in (("fp32", OnnxRunner(fp32, device="cpu")), ("int8", int8_runner)):
-        o = infer(runner, list(paths), batch_size=batch_size, workers=workers, progress=progress,
-                  desc=f"validation {precision}")  # fmt: skip
-        t = _top1(o.probs, o.ok, labels, runner.classes)
-        result[f"top1_{precision}"] = t["acc"]
-        result["n"] = t["n"]
-        result["validation_unreadable"] = int((~o.ok).sum())
-    return result

@@ -163,8 +163,13 @@ class OnnxRunner:
 
     runtime = "onnx"
 
-    def __init__(self, path: str | Path, device: str | None = "auto", threads: int | None = None,
-                 session_config: dict[str, str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        path: str | Path,
+        device: str | None = "auto",
+        threads: int | None = None,
+        session_config: dict[str, str] | None = None,
+    ):
         ort = _ort()
         self.path = Path(path)
         device = device or "auto"

@@ -221,9 +221,7 @@ def test_tta_keeps_the_shape_and_averages_the_flip(model, files, tmp_path):
 def test_predict_images_in_memory(model, files):
     data = files["good0"].read_bytes()
     rgba = Image.open(io.BytesIO(png_bytes(5, mode="RGBA")))
-    out = predict_images(
-        R(model), [data, b"garbage", Image.open(io.BytesIO(data)), rgba, b""], top_k=2
-    )
+    out = predict_images(R(model), [data, b"garbage", Image.open(io.BytesIO(data)), rgba, b""], top_k=2)
     assert [set(r) for r in out] == [{"predictions"}, {"error"}, {"predictions"}, {"predictions"}, {"error"}]
     for r in (out[0], out[2], out[3]):
         check_prediction({"input": "", **r}, top_k=2)

@@ -54,5 +54,7 @@ def test_extraction_recomputes_what_a_damaged_chunk_lost(tmp_path):
     with pytest.warns(UserWarning, match="damaged"):
         second = extract_features(model, paths, cache_dir=tmp_path / "c", progress=False, workers=0)
     assert second.ok.all() and np.allclose(first.feats, second.feats, atol=1e-6)
-    third = extract_features(model, paths, cache_dir=tmp_path / "c", progress=False, workers=0)  # cached again
+    third = extract_features(
+        model, paths, cache_dir=tmp_path / "c", progress=False, workers=0
+    )  # cached again
     assert np.allclose(third.feats, first.feats, atol=1e-6)

@@ -133,7 +133,7 @@ def load_runner(
             export_onnx(model, path, config=config, source=str(srcs[0] or "bundled"))
         from vestis.engine.ort_runner import OnnxRunner
 
-        return OnnxRunner(path, device="cpu"), config
+        return OnnxRunner(path, device="cpu" if device == "auto" else device), config
     from vestis.engine.torch_runner import TorchRunner
 
     return TorchRunner(model, device, precision), config

@@ -1,0 +1,313 @@
+"""The FastAPI app: the web page, the prediction/search API, model card, health and metrics.
+
+``create_app(model, index=None, options=ServeOptions())``: ``model`` is a :class:`vestis.Model`; ``index`` an
+opened search index (``vestis.index``) or None. Tests drive it with FastAPI's TestClient or httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import importlib.resources
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from urllib.parse import quote
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vestis import __version__
+from vestis.engine.infer import image_set, run_batches
+from vestis.engine.loader import ImageSet
+from vestis.predict import top_predictions
+from vestis.serve.batcher import MicroBatcher, Overloaded
+from vestis.serve.fetch import FetchError, fetch_image
+from vestis.serve.inputs import InputError, read_json, read_upload
+from vestis.serve.metrics import Metrics, MetricsMiddleware
+from vestis.serve.options import ServeOptions
+
+
+class Label(BaseModel):
+    label: str
+    score: float
+
+
+class Prediction(BaseModel):
+    predictions: dict[str, list[Label]]
+
+
+class SearchAnswer(BaseModel):
+    results: list[dict]
+
+
+class ErrorAnswer(BaseModel):
+    error: str
+
+
+_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"url": {"type": "string", "format": "uri"}},
+                    "required": ["url"],
+                }
+            },
+        },
+    }
+}
+_ERRORS = {
+    s: {"model": ErrorAnswer, "description": d}
+    for s, d in {
+        400: "bad request or URL",
+        403: "URL refused: not a public address",
+        413: "upload or download over the size cap",
+        415: "not an image",
+        422: "an image that cannot be decoded (corrupt, truncated, decompression bomb) or a missing field",
+        502: "the URL could not be downloaded",
+        503: "server busy (Retry-After) or stopping",
+        504: "the URL download timed out",
+    }.items()
+}
+
+
+class _Prepared(ImageSet):
+    """Images already decoded and transformed (one (V, ...) array each), as the engine's loader takes them."""
+
+    def __init__(self, xs: list, views: tuple[str, ...]):
+        self.items, self.views, self.cache = xs, views, None
+
+    def __getitem__(self, i: int):
+        return i, self.items[i], ""
+
+
+class SearchUnavailable(Exception):
+    pass
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _status_of_image_error(message: str) -> int:
+    return 415 if message.startswith(("not an image", "empty file")) else 422
+
+
+def page_html() -> str:
+    return importlib.resources.files("vestis.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def create_app(
+    model, index=None, options: ServeOptions | None = None, index_note: str | None = None
+) -> FastAPI:
+    """The app serving ``model`` (and ``index`` when given). ``index_note``: why search is off, shown by
+    /v1/search and /v1/model when ``index`` is None (e.g. the index module is not installed)."""
+    opts = options or ServeOptions()
+    if not isinstance(opts, ServeOptions):
+        raise TypeError(f"options must be a ServeOptions, got {type(opts).__name__}")
+    runner = model.runner
+    views = ("plain", "flip") if opts.tta else ("plain",)
+    decode_pool = ThreadPoolExecutor(opts.decode_threads, thread_name_prefix="vestis-decode")
+
+    def forward(xs: list) -> list:
+        """One forward pass over prepared images -> (probs per head, embedding) per image."""
+        r = next(iter(run_batches(runner, _Prepared(xs, views), batch_size=len(xs), workers=0)))
+        emb = r.embeddings
+        return [({h: p[i : i + 1] for h, p in r.probs.items()}, emb[i]) for i in range(len(xs))]
+
+    batcher = MicroBatcher(forward, opts.max_batch, opts.max_wait_ms, opts.queue_size)
+    metrics = Metrics(batcher)
+    batcher.observe = metrics.observe_batch
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop(opts.shutdown_timeout_s)
+            decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="vestis",
+        version=__version__,
+        description="Fashion product photos to labels (and similar products when an index is loaded).",
+        lifespan=lifespan,
+    )
+    app.state.model, app.state.index, app.state.options = model, index, opts
+    app.state.batcher, app.state.metrics = batcher, metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    search_note = index_note or "search is off: start the server with --index DIR (an index built by vestis)"
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request, exc):
+        metrics.rejected.inc()
+        return _error(503, str(exc), {"Retry-After": str(opts.retry_after_s)})
+
+    @app.exception_handler(InputError)
+    async def _bad_input(request, exc):
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(FetchError)
+    async def _bad_url(request, exc):
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(SearchUnavailable)
+    async def _no_search(request, exc):
+        return _error(501, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc):
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
+        return _error(422, "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, exc):
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    async def read_image(request: Request) -> bytes:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "application/json":
+            body = await read_json(request)
+            url = body.get("url")
+            if not isinstance(url, str) or not url:
+                raise InputError('the JSON body needs "url": a http(s) address of an image', 422)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                None,
+                lambda: fetch_image(
+                    url, opts.url_timeout, opts.max_url_bytes, opts.allow_private_urls, opts.max_redirects
+                ),
+            )
+        data, _ = await read_upload(request, opts.max_upload_bytes)
+        return data
+
+    def prepare(data: bytes):
+        _, x, err = image_set(runner, [data], views)[0]
+        if x is None:
+            raise InputError(err, _status_of_image_error(err))
+        return x
+
+    async def run_model(request: Request):
+        with batcher.admit():
+            data = await read_image(request)
+            x = await asyncio.get_running_loop().run_in_executor(decode_pool, prepare, data)
+            return await batcher.submit(x)
+
+    def check_k(k: int | None) -> int:
+        return opts.top_k if k is None else k
+
+    @app.post(
+        "/v1/predict",
+        response_model=Prediction,
+        responses=_ERRORS,
+        openapi_extra=_IMAGE_BODY,
+        summary='labels of one image (upload field `file`, or JSON {"url": ...})',
+    )
+    async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=opts.max_top_k)):
+        probs, _ = await run_model(request)
+        return {"predictions": top_predictions(probs, runner.classes, check_k(top_k))[0]}
+
+    def sign(path: str) -> str:
+        return hmac.new(
+            opts.image_key.encode(), path.encode("utf-8", "surrogateescape"), hashlib.sha256
+        ).hexdigest()
+
+    def with_image_url(result: dict) -> dict:
+        path = result.get("path")
+        if isinstance(path, str) and path:
+            result = {**result, "image_url": f"/v1/images?path={quote(path)}&sig={sign(path)}"}
+        return result
+
+    @app.post(
+        "/v1/search",
+        response_model=SearchAnswer,
+        responses={**_ERRORS, 501: {"model": ErrorAnswer, "description": "search is off"}},
+        openapi_extra=_IMAGE_BODY,
+        summary="the most similar indexed products to one image (needs --index)",
+    )
+    async def search(
+        request: Request,
+        k: int = Query(12, ge=1, le=100),
+        where: list[str] = Query(default=[], description="metadata filter col=value (col=a|b for either)"),
+    ):
+        if index is None:
+            raise SearchUnavailable(search_note)
+        filters = {}
+        for w in where:
+            col, sep, value = w.partition("=")
+            if not sep or not col:
+                raise InputError(f"where {w!r}: expected col=value", 422)
+            filters[col] = value
+        _, emb = await run_model(request)
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(None, lambda: search_index(index, emb, k, filters))
+        return {"results": [with_image_url(_plain(r)) for r in results]}
+
+    @app.get("/v1/images", include_in_schema=False)
+    async def image(path: str, sig: str):
+        if not hmac.compare_digest(sign(path), sig) or not os.path.isfile(path):
+            return _error(404, "no such image")
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.get("/v1/model", summary="the model card: backbone, heads, classes, metrics, runtime")
+    async def model_card():
+        card = model.card
+        return {
+            "backbone": card.get("backbone"),
+            "heads": model.heads,
+            "classes": model.classes,
+            "metrics": model.metrics,
+            "runtime": model.runtime,
+            "source": str(model.source) if model.source else "bundled default",
+            "version": __version__,
+            "embedding_dim": model.embedding_dim,
+            "search": index is not None,
+            "search_note": None if index is not None else search_note,
+            "max_upload_bytes": opts.max_upload_bytes,
+            "top_k": opts.top_k,
+        }
+
+    @app.get("/healthz", summary="liveness: answers while the server runs")
+    async def healthz():
+        return {"status": "ok", "queue_depth": batcher.depth, "in_progress": batcher.admitted}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prom():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(page_html())
+
+    return app
+
+
+def _plain(r: dict) -> dict:
+    """numpy scalars -> JSON types."""
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
+
+
+def search_index(index, embedding: np.ndarray, k: int, where: dict) -> list[dict]:
+    """``index.search`` on one query embedding -> its results list (the shape of ``vestis search --json``).
+    Accepts an index answering one list of results or one list per query row."""
+    query = np.asarray(embedding, np.float32)[None, :]
+    out = index.search(query, k=k, where=where or None)
+    if out and isinstance(out[0], list):
+        out = out[0]
+    return list(out)

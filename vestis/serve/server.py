@@ -1,0 +1,99 @@
+"""Running the app under uvicorn: ``vestis serve`` and ``make run``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict
+
+import uvicorn
+
+from vestis.serve.options import ServeOptions
+
+ENV = "VESTIS_SERVE_CONFIG"  # the configuration handed to worker processes (--workers > 1)
+log = logging.getLogger("vestis.serve")
+
+
+def open_index(path: str | None):
+    """(index, None) or (None, why search is off). The index module (``vestis.index``) is imported here, lazily:
+    without it the server runs with search off and says so."""
+    if not path:
+        return None, None
+    try:
+        from vestis.index import Index
+    except ImportError as e:
+        return (
+            None,
+            f"search is off: --index needs the vestis.index module, which this installation lacks ({e})",
+        )
+    return Index.open(path), None
+
+
+def build_app(config: dict):
+    """The app from a plain configuration (what ``vestis serve`` parsed; JSON-able, for worker processes)."""
+    from vestis.api import load
+    from vestis.serve.app import create_app
+
+    model = load(
+        config.get("model"),
+        runtime=config.get("runtime", "auto"),
+        device=config.get("device", "auto"),
+        precision=config.get("precision", "auto"),
+        quiet=True,
+    )
+    index, note = open_index(config.get("index"))
+    if note:
+        log.warning(note)
+    return create_app(model, index, ServeOptions.from_dict(config.get("options", {})), index_note=note)
+
+
+def app_from_env():
+    """uvicorn's factory in each worker process."""
+    return build_app(json.loads(os.environ[ENV]))
+
+
+def url_of(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def serve(
+    config: dict, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level: str = "info"
+) -> int:
+    """Serve until Ctrl-C / SIGTERM (requests in flight are finished first). Prints the address once listening."""
+    opts = ServeOptions.from_dict(config.get("options", {}))
+    config = {**config, "options": asdict(opts)}  # one image-signing key for every worker
+    timeout = int(opts.shutdown_timeout_s)
+    if workers > 1:
+        build_app(config)  # fail here, once, on a bad model or index (and export the ONNX model once)
+        os.environ[ENV] = json.dumps(config)
+        print(f"vestis serve: {url_of(host, port)} ({workers} workers)", flush=True)
+        uvicorn.run(
+            "vestis.serve.server:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            timeout_graceful_shutdown=timeout,
+        )
+        return 0
+    app = build_app(config)
+    server = _AnnouncingServer(
+        uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=timeout)
+    )
+    server.run()
+    return 0 if server.started else 1
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """uvicorn's server, printing the page's address once its socket is bound."""
+
+    async def startup(self, sockets=None):
+        await super().startup(sockets)
+        if self.started:
+            port = self.servers[0].sockets[0].getsockname()[1] if self.servers else self.config.port
+            print(
+                f"vestis serve: {url_of(self.config.host, port)}  (web page; API docs at /docs)", flush=True
+            )

@@ -206,14 +206,14 @@ class FakeIndex:
     def __init__(self, paths):
         self.paths, self.calls = paths, []
 
-    def search(self, query, k=10, where=None):
+    def search_vectors(self, query, k=10, where=None):
+        """As ``vestis.index.Index.search_vectors``: one list of result rows per query row."""
         self.calls.append((query.shape, k, where))
-        return [
-            [
-                {"id": i, "path": str(p), "score": 0.9 - i / 10, "colour": p.parent.name}
-                for i, p in enumerate(self.paths[:k])
-            ]
+        rows = [
+            {"id": i, "path": str(p), "score": 0.9 - i / 10, "colour": p.parent.name, "year": float("nan")}
+            for i, p in enumerate(self.paths[:k])
         ]
+        return [rows]
 
 
 def test_search_is_off_without_an_index(client):
@@ -235,8 +235,9 @@ def test_search_with_an_index_and_its_signed_image_urls(tiny_model, tiny_run):
         )
         assert r.status_code == 200, r.text
         results = r.json()["results"]
-        assert len(results) == 4 and set(results[0]) == {"id", "path", "score", "colour", "image_url"}
-        assert index.calls == [((1, tiny_model.embedding_dim), 4, {"colour": "red|blue"})]
+        assert len(results) == 4 and set(results[0]) == {"id", "path", "score", "colour", "year", "image_url"}
+        assert results[0]["year"] is None  # NaN metadata is null, not invalid JSON
+        assert index.calls == [((1, tiny_model.embedding_dim), 4, ["colour=red|blue"])]
         img = c.get(results[0]["image_url"])
         assert img.status_code == 200 and img.content == paths[0].read_bytes()
         sig = parse_qs(urlsplit(results[0]["image_url"]).query)["sig"][0]

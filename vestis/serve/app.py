@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import importlib.resources
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -248,15 +249,16 @@ def create_app(
     ):
         if index is None:
             raise SearchUnavailable(search_note)
-        filters = {}
         for w in where:
-            col, sep, value = w.partition("=")
+            col, sep, _ = w.partition("=")
             if not sep or not col:
-                raise InputError(f"where {w!r}: expected col=value", 422)
-            filters[col] = value
+                raise InputError(f"where {w!r}: expected column=value (column=a|b for either)", 422)
         _, emb = await run_model(request)
         loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(None, lambda: search_index(index, emb, k, filters))
+        try:
+            results = await loop.run_in_executor(None, lambda: search_index(index, emb, k, where))
+        except ValueError as e:  # e.g. a filter on a column the index does not have
+            raise InputError(str(e), 422) from e
         return {"results": [with_image_url(_plain(r)) for r in results]}
 
     @app.get("/v1/images", include_in_schema=False)
@@ -299,15 +301,20 @@ def create_app(
 
 
 def _plain(r: dict) -> dict:
-    """numpy scalars -> JSON types."""
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
+    """numpy scalars -> JSON types; NaN (a missing metadata value) -> null."""
+    out = {}
+    for k, v in r.items():
+        v = v.item() if isinstance(v, np.generic) else v
+        out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
+    return out
 
 
-def search_index(index, embedding: np.ndarray, k: int, where: dict) -> list[dict]:
-    """``index.search`` on one query embedding -> its results list (the shape of ``vestis search --json``).
-    Accepts an index answering one list of results or one list per query row."""
+def search_index(index, embedding: np.ndarray, k: int, where: list[str]) -> list[dict]:
+    """The index's results for one query embedding (``[{"id", "path", "score", <metadata>}, ...]``, the shape
+    of ``vestis search --json``): ``index.search_vectors`` (``vestis.index.Index``), else ``index.search``."""
     query = np.asarray(embedding, np.float32)[None, :]
-    out = index.search(query, k=k, where=where or None)
+    find = getattr(index, "search_vectors", None) or index.search
+    out = find(query, k=k, where=where or None)
     if out and isinstance(out[0], list):
         out = out[0]
     return list(out)

@@ -15,9 +15,9 @@ ENV = "VESTIS_SERVE_CONFIG"  # the configuration handed to worker processes (--w
 log = logging.getLogger("vestis.serve")
 
 
-def open_index(path: str | None):
+def open_index(path: str | None, model=None):
     """(index, None) or (None, why search is off). The index module (``vestis.index``) is imported here, lazily:
-    without it the server runs with search off and says so."""
+    without it the server runs with search off and says so. An index built with another model is refused."""
     if not path:
         return None, None
     try:
@@ -27,7 +27,12 @@ def open_index(path: str | None):
             None,
             f"search is off: --index needs the vestis.index module, which this installation lacks ({e})",
         )
-    return Index.open(path), None
+    index = Index.open(path)
+    if model is not None:
+        from vestis.index.build import check_model
+
+        check_model(index, model)
+    return index, None
 
 
 def build_app(config: dict):
@@ -35,6 +40,7 @@ def build_app(config: dict):
     from vestis.api import load
     from vestis.serve.app import create_app
 
+    options = ServeOptions.from_dict(config.get("options", {}))
     model = load(
         config.get("model"),
         runtime=config.get("runtime", "auto"),
@@ -42,10 +48,10 @@ def build_app(config: dict):
         precision=config.get("precision", "auto"),
         quiet=True,
     )
-    index, note = open_index(config.get("index"))
+    index, note = open_index(config.get("index"), model)
     if note:
         log.warning(note)
-    return create_app(model, index, ServeOptions.from_dict(config.get("options", {})), index_note=note)
+    return create_app(model, index, options, index_note=note)
 
 
 def app_from_env():

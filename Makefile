@@ -3,8 +3,10 @@ PY := $(VENV)/bin/python
 SHARED ?= ../shared/data
 IMAGES ?= $(SHARED)/clothing-dataset-small/test/hat $(SHARED)/clothing-dataset-small/test/shoes
 ARGS ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: run test lint format bench clean
+.PHONY: run predict test lint format bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -13,6 +15,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 run: $(VENV)/.installed
+	$(VENV)/bin/vestis serve --host $(HOST) --port $(PORT) $(ARGS)
+
+predict: $(VENV)/.installed
 	$(VENV)/bin/vestis predict $(IMAGES) $(ARGS)
 
 test: $(VENV)/.installed

@@ -108,8 +108,12 @@ def test_add_remove_keep_ids_and_evaluate(catalogue, tmp_path, capsys):
     assert "no item with id 99999" in capsys.readouterr().err
     index = Index.open(idx)
     assert index.item(103)["articleType"] == "red" and len(index) == 37
-    assert main(["index", "evaluate", str(idx), "--label", "articleType", "--k", "5", "--json"]) == 0
-    row = json.loads(capsys.readouterr().out)
+    args = ["index", "evaluate", str(idx), "--label", "articleType", "--k", "5", "--json"]
+    assert main([*args, "--compare", MODEL, "--cache-dir", str(tmp_path / "cache")]) == 0
+    row, same = (json.loads(x) for x in capsys.readouterr().out.splitlines())
+    assert same["model"] == MODEL and {k: v for k, v in same.items() if k != "model"} == {
+        k: v for k, v in row.items() if k != "model"
+    }  # the same model re-embedding the same items: the same figures on the same queries
     assert (
         row["queries"] == 35 and row["precision@5"] > 0.8 and 0 < row["recall@5"] <= 1 and row["mAP@5"] > 0.8
     )

@@ -262,3 +262,25 @@ def test_options_are_checked():
     assert json.loads(ServeOptions(max_batch=4).to_json())["max_batch"] == 4
     with pytest.raises(TypeError):
         create_app(object(), options={"max_batch": 4})
+
+
+def test_search_with_a_real_index(tiny_model, tiny_run, tmp_path):
+    """The server on `vestis.index` (issue 11): results, filters, signed images, another model refused."""
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed")
+    index_mod = pytest.importorskip("vestis.index", reason="the index module is not in this checkout")
+    from vestis.serve.server import open_index
+
+    index_mod.build_index(str(tiny_run[1] / "test"), str(tmp_path / "idx"), model=tiny_model)
+    index, note = open_index(str(tmp_path / "idx"), tiny_model)
+    assert note is None
+    with TestClient(create_app(tiny_model, index)) as c:
+        red = {"file": ("a.png", png_bytes(RED), "image/png")}
+        results = c.post("/v1/search", files=red, params={"k": 3}).json()["results"]
+        assert [r["folder"] for r in results] == ["red"] * 3 and results[0]["score"] > results[-1][
+            "score"
+        ] - 1e-9
+        assert c.get(results[0]["image_url"]).status_code == 200
+        blue = c.post("/v1/search", files=red, params={"where": "folder=blue"}).json()["results"]
+        assert blue and {r["folder"] for r in blue} == {"blue"}
+        r = c.post("/v1/search", files=red, params={"where": "nope=1"})
+        assert r.status_code == 422 and "no column 'nope'" in r.json()["error"]

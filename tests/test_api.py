@@ -160,6 +160,14 @@ def test_runtime_auto_exports_once_and_matches_torch(trained, tmp_path):
     assert np.allclose(auto.embed(images), model.embed(images), atol=1e-5)
     again = vestis.load(root / "run", runtime="auto", device="cpu", cache_dir=tmp_path / "c")
     assert again.runner.path == auto.runner.path  # the cached export is reused
+    # ... and found without importing torch at all
+    code = NO_TORCH.split("import vestis")[0] + (
+        "import vestis\n"
+        f"m = vestis.load({str(root / 'run')!r}, cache_dir={str(tmp_path / 'c')!r})\n"
+        "assert 'torch' not in sys.modules and 'onnx' in m.runtime\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_int8_export_measures_validation_top1(trained, tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 from pathlib import Path
 
@@ -70,25 +69,26 @@ def _cuda_wanted(device: str) -> bool:
         return True
     if device != "auto":
         return False
+    if not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")):
+        return False  # no NVIDIA device here: no need to import torch to ask
     import torch
 
     return torch.cuda.is_available()
 
 
-def exported_path(model, config: dict, cache_dir=None) -> Path:
-    """Where a run's ONNX export is cached: keyed by its weights, heads, preprocessing and the vestis version."""
+def exported_path(run_dir: Path, cache_dir=None) -> Path:
+    """Where a run's ONNX export is cached: keyed by the bytes of its ``config.json`` and weights and the vestis
+    version, so a cached export is found without importing torch or building the model."""
     from vestis import __version__
-    from vestis.models.checkpoint import weights_fingerprint
+    from vestis.models.checkpoint import CONFIG, WEIGHTS
 
-    ident = {
-        "weights": weights_fingerprint(model),
-        "heads": model.classes,
-        "version": __version__,
-        "preprocess": model.preprocess.to_dict(),
-        "backbone": model.backbone_name,
-    }
-    key = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
-    return onnx_cache_dir(cache_dir) / f"{model.backbone_name}-{key}.onnx"
+    h = hashlib.sha1(__version__.encode())
+    for name in (CONFIG, WEIGHTS):
+        try:
+            h.update((run_dir / name).read_bytes())
+        except OSError:  # reported properly when the run is loaded
+            h.update(b"missing")
+    return onnx_cache_dir(cache_dir) / f"run-{h.hexdigest()[:20]}.onnx"
 
 
 def load_runner(
@@ -119,21 +119,26 @@ def load_runner(
 
         runner = OnnxRunner(srcs[0], device=device)
         return runner, dict(runner.card)
-    from vestis.models.ensemble import load_models
-
-    model, config = load_models(srcs)
     if _want_onnx(runtime, precision, device, len(srcs)):
-        path = exported_path(model, config, cache_dir)
+        from vestis.engine.ort_runner import OnnxRunner
+        from vestis.models.checkpoint import read_config, resolve_model_dir
+
+        run_dir = resolve_model_dir(srcs[0])
+        config = read_config(run_dir)  # a damaged run fails here, naming the file
+        path = exported_path(run_dir, cache_dir)
         if not path.is_file():
             from vestis.engine.export import export_onnx
+            from vestis.models.checkpoint import load_checkpoint
 
+            model, config = load_checkpoint(run_dir)
             path.parent.mkdir(parents=True, exist_ok=True)
             if not quiet:
                 print(f"exporting to ONNX once (cached in {path.parent})", flush=True)
             export_onnx(model, path, config=config, source=str(srcs[0] or "bundled"))
-        from vestis.engine.ort_runner import OnnxRunner
-
         return OnnxRunner(path, device="cpu" if device == "auto" else device), config
     from vestis.engine.torch_runner import TorchRunner
+    from vestis.models.ensemble import load_models
+
+    model, config = load_models(srcs)
 
     return TorchRunner(model, device, precision), config

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from vestis import __version__
+from vestis.models.head_config import HeadConfig
 from vestis.models.preprocess import Preprocess
 
 FORMAT = 2
@@ -221,8 +222,6 @@ def _check_config(config, path: Path) -> dict:
 
 
 def _head_config(d):
-    from vestis.models.heads import HeadConfig
-
     if not isinstance(d, dict):
         raise ValueError(f"expected an object, got {type(d).__name__}")
     return HeadConfig.from_dict(d)

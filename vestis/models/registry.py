@@ -20,7 +20,9 @@ from vestis.models.preprocess import Preprocess
 @dataclass(frozen=True)
 class BackboneSpec:
     name: str
-    source: str  # "offline" (weights in an installed package), "random" (test/scratch), "hub"
+    source: (
+        str  # "offline" (weights in an installed package), "random" (tests), "scratch" (no weights), "hub"
+    )
     description: str
     build: Callable[[bool], tuple[nn.Module, Preprocess]]  # pretrained -> (feature extractor, preprocessing)
 
@@ -104,6 +106,29 @@ for _v in (0, 1, 2):
         aliases=(f"lite{_v}", f"efficientnet_lite{_v}_offline"),
     )  # fmt: skip
 register_backbone(BackboneSpec("test_tiny", "random", "tiny 2-layer CNN for tests (seeded weights)", _tiny))
+
+
+def _cnn(variant: str):
+    def build(pretrained: bool):
+        if pretrained:
+            raise ValueError(
+                f"vestis_cnn_{variant} is trained from scratch and has no pretrained weights: pass --no-pretrained "
+                "(pretrained=False) and --mode finetune"
+            )
+        from vestis.models.cnn import create_cnn
+
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # the same initial weights on every build (and in every process)
+            torch.manual_seed(0)
+            return create_cnn(variant)
+
+    return build
+
+
+for _v, _what in (("s", "~70M MACs at 96 px"), ("m", "~364M MACs at 128 px")):
+    _desc = f"residual CNN trained from scratch (--no-pretrained --mode finetune), {_what}"
+    register_backbone(BackboneSpec(f"vestis_cnn_{_v}", "scratch", _desc, _cnn(_v)))
 
 
 class Concat(nn.Module):

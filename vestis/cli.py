@@ -339,7 +339,7 @@ def _add_index(sub) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="index parameter, e.g. M=32 efSearch=64 (hnsw), nlist=1024 m=64 nprobe=16 (ivfpq)",
+        help="index parameter, e.g. M=32 efSearch=128 (hnsw), nlist=1024 m=64 nprobe=16 (ivfpq)",
     )
     b.add_argument("--tta", action="store_true", help="embed the mirrored image too (queries follow)")
     b.add_argument("--pattern", default="{id}.jpg", help="catalogue CSV: image file name pattern")

@@ -111,7 +111,7 @@ def make_faiss_index(kind: str, dim: int, n: int, params: dict | None = None):
     if kind == "flat":
         base, params = faiss.IndexFlatIP(dim), {}
     elif kind == "hnsw":
-        params = {"M": 32, "efConstruction": 80, "efSearch": 64, **params}
+        params = {"M": 32, "efConstruction": 80, "efSearch": 128, **params}
         base = faiss.IndexHNSWFlat(dim, int(params["M"]), faiss.METRIC_INNER_PRODUCT)
         base.hnsw.efConstruction = int(params["efConstruction"])
         base.hnsw.efSearch = int(params["efSearch"])
@@ -327,7 +327,7 @@ class Index:
         base = faiss.downcast_index(self.faiss.index)
         params = self.manifest["index"].get("params") or {}
         if self.kind == "hnsw":
-            base.hnsw.efSearch = int(params.get("efSearch", 64))
+            base.hnsw.efSearch = int(params.get("efSearch", 128))
         elif self.kind == "ivfpq":
             base.nprobe = int(params.get("nprobe", 16))
 
@@ -562,7 +562,7 @@ class Index:
         params = None
         p = self.manifest["index"].get("params") or {}
         if self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(int(p.get("efSearch", 64)), want))
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(int(p.get("efSearch", 128)), want))
         elif self.kind == "ivfpq":
             params = faiss.SearchParametersIVF(sel=sel, nprobe=int(p.get("nprobe", 16)))
         elif sel is not None:

@@ -183,6 +183,33 @@ class Model:
 
         return load_models(self.source if isinstance(self.source, list) else [self.source])[0]
 
+    def explain(self, image, head: str | None = None, cls: str | int | None = None):
+        """Grad-CAM of ``head`` (default: the first) for class ``cls`` (a name or index; default: the predicted
+        one) on ``image`` (a path, encoded bytes, a PIL image or a uint8 (H, W, 3) array), on the backbone's
+        last feature map. Returns an :class:`~vestis.engine.explain.Explanation`: ``heatmap`` (H, W) float32 in
+        [0, 1] at the model's crop size, ``overlay`` (H, W, 3) uint8, ``crop``, ``head``, ``cls``, ``score``,
+        ``predicted``. Runs in PyTorch (the run's weights) whatever this model's runtime; needs grad-cam
+        (``pip install 'vestis[explain]'``)."""
+        return self._explainer().images([image], head, cls)[0]
+
+    def _explainer(self):
+        if getattr(self, "_cam", None) is None:
+            from vestis.engine.explain import Explainer
+
+            self._cam = Explainer(self.torch_model())
+        return self._cam
+
+    def profile(self, input_size: int | None = None, speed: bool = True, seconds: float = 2.0) -> dict:
+        """Parameters, MACs and FLOPs, receptive field per backbone stage, and (``speed``) measured eager fp32
+        images/s at batch 1 and 32 on this CPU (``cpu``), as ``vestis profile RUN --json`` prints them."""
+        from vestis.benchmark import cpu_info
+        from vestis.models.profile import profile_model
+
+        prof = profile_model(
+            self.torch_model(), str(self.source or "the bundled model"), input_size, speed, seconds
+        )
+        return {**prof.to_dict(), "cpu": cpu_info() if speed else None}
+
     def export(
         self,
         out: str | Path,

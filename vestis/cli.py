@@ -142,6 +142,13 @@ def _add_evaluate(sub) -> None:
     )
     tta.add_argument("--no-tta", dest="tta", action="store_false", help="plain images only")
     _add_runtime(p, default_runtime="torch")
+    p.add_argument(
+        "--explain",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Grad-CAM overlays (predicted class) on the first N images of the error gallery",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_evaluate)
 
@@ -161,7 +168,7 @@ def _evaluate(args) -> int:
 
     report = evaluate_run(args.run or None, split=args.split, data=args.data, images=args.images, out=args.out,
                           tta=args.tta, quiet=args.quiet, cache_dir=args.cache_dir, runtime=args.runtime,
-                          device=args.device, precision=args.precision)  # fmt: skip
+                          device=args.device, precision=args.precision, explain=args.explain)  # fmt: skip
     if args.quiet:
         print(
             json.dumps({h: {k: m[k] for k in ("n", "top1", "macro_f1")} for h, m in report["heads"].items()})
@@ -288,6 +295,90 @@ def _models(args) -> int:
     from vestis.models.registry import describe_backbones, timm_names
 
     print(timm_names(args.timm) if args.timm else describe_backbones())
+    return 0
+
+
+def _add_profile(sub) -> None:
+    p = sub.add_parser(
+        "profile", help="params, MACs/FLOPs, receptive field per stage, img/s of a backbone or run"
+    )
+    p.add_argument(
+        "target", help="a backbone name (`vestis models`), a run directory, or 'default' (bundled)"
+    )
+    p.add_argument("--input", type=int, help="input side in pixels (default: the model's own)")
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    p.add_argument("--no-speed", dest="speed", action="store_false", help="skip the img/s measurement")
+    p.add_argument("--seconds", type=float, default=2.0, help="timing per batch size (default: 2)")
+    p.set_defaults(func=_profile)
+
+
+def _profile(args) -> int:
+    from vestis.benchmark import cpu_info
+    from vestis.models.profile import format_profile, profile_model
+    from vestis.models.registry import canonical_name, create_model
+
+    target = args.target
+    if target == "default" or Path(target).exists():
+        from vestis.models.ensemble import load_models
+
+        model = load_models([None if target == "default" else target])[0]
+        name = "the bundled model" if target == "default" else target
+    else:
+        model, name = create_model(target, pretrained=False), canonical_name(target)  # weights do not matter
+    prof = profile_model(model, name, args.input, speed=args.speed, seconds=args.seconds)
+    cpu = cpu_info() if args.speed else None
+    if args.json:
+        print(json.dumps({**prof.to_dict(), "cpu": cpu}, indent=1))
+    else:
+        where = f"{cpu['model']}, {cpu['cores']} cores, torch {_torch_threads()} threads" if cpu else None
+        print(format_profile(prof, where))
+    return 0
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _add_explain(sub) -> None:
+    p = sub.add_parser("explain", help="Grad-CAM: where in the image the model looked for a class")
+    p.add_argument("run", help="run directory, or 'default' (the bundled model)")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument(
+        "--out", default="cam.png", help="output PNG (one image), or a folder (several); crop | overlay"
+    )
+    p.add_argument("--head", help="the head to explain (default: the first)")
+    p.add_argument(
+        "--class", dest="cls", help="the class to explain, name or index (default: the predicted one)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON line per image")
+    p.set_defaults(func=_explain)
+
+
+def _explain(args) -> int:
+    from vestis.api import load
+    from vestis.engine.explain import side_by_side
+
+    model = load(None if args.run == "default" else args.run, runtime="torch", device="cpu")
+    out = Path(args.out)
+    if len(args.images) > 1:
+        out.mkdir(parents=True, exist_ok=True)
+    for image in args.images:
+        e = model.explain(image, head=args.head, cls=args.cls)
+        path = out / f"{Path(image).stem}-cam.png" if len(args.images) > 1 else out
+        path.parent.mkdir(parents=True, exist_ok=True)
+        side_by_side(e).save(path)
+        row = {
+            "input": image,
+            "head": e.head,
+            "class": e.cls,
+            "score": round(e.score, 4),
+            "predicted": e.predicted,
+            "out": str(path),
+        }
+        text = f"{image}: {e.head} = {e.cls} ({e.score:.3f}; predicted {e.predicted}) -> {path}"
+        print(json.dumps(row) if args.json else text)
     return 0
 
 
@@ -614,6 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_export,
         _add_benchmark,
         _add_models,
+        _add_profile,
+        _add_explain,
         _add_data,
         _add_index,
         _add_search,

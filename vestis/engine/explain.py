@@ -99,12 +99,12 @@ class Explanation:
 class Explainer:
     """Grad-CAM for one :class:`~vestis.models.heads.VestisModel`: ``explainer(crops, head, classes)``."""
 
-    def __init__(self, model, device: str | torch.device = "cpu"):
+    def __init__(self, model, device: str | torch.device | None = None):
         _require_gradcam()
         if hasattr(model, "members"):
             raise ValueError("Grad-CAM explains one model at a time, not an ensemble: explain each run")
         self.model = model
-        self.device = torch.device(device)
+        self.device = torch.device(device) if device else next(model.parameters()).device
         self.pre = model.preprocess
         self.layers, self.reshape = target_layers(model.backbone, self.pre.input_size)
 
@@ -180,3 +180,14 @@ def heat_fraction(heatmap: np.ndarray, box: tuple[slice, slice]) -> float:
     """The share of a heat map's total inside ``box`` (rows, cols)."""
     total = float(heatmap.sum())
     return float(heatmap[box].sum()) / total if total > 0 else 0.0
+
+
+def side_by_side(e: Explanation, min_height: int = 224) -> Image.Image:
+    """The crop and its overlay next to each other, enlarged to at least ``min_height`` pixels high."""
+    both = Image.fromarray(np.concatenate([e.crop, e.overlay], axis=1))
+    scale = max(1, -(-min_height // both.height))
+    return (
+        both.resize((both.width * scale, both.height * scale), Image.Resampling.BICUBIC)
+        if scale > 1
+        else both
+    )

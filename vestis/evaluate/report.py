@@ -75,7 +75,8 @@ def _short(text: str, n: int = 28) -> str:
 
 
 def plot_gallery(items: list[dict], path: Path, title: str = "", cols: int = 4) -> Path:
-    """Grid of images captioned "true → pred (score)"; unreadable images are drawn as grey tiles."""
+    """Grid of images captioned "true → pred (score)"; unreadable images are drawn as grey tiles. An item's
+    ``overlay`` (a uint8 image: the Grad-CAM of the predicted class over the model's crop) replaces its image."""
     cols = max(1, min(int(cols), max(len(items), 1)))
     nrows = max(1, math.ceil(len(items) / cols))
     fig = Figure(figsize=(3.0 * cols, 3.3 * nrows + (0.5 if title else 0)))
@@ -88,7 +89,8 @@ def plot_gallery(items: list[dict], path: Path, title: str = "", cols: int = 4) 
     for n, item in enumerate(items):
         ax = fig.add_subplot(nrows, cols, n + 1)
         ax.set_axis_off()
-        img = _thumbnail(item.get("path", ""))
+        overlay = item.get("overlay")
+        img = overlay if overlay is not None else _thumbnail(item.get("path", ""))
         if img is None:
             ax.imshow(np.full((64, 64, 3), 160, dtype=np.uint8))
             ax.text(32, 32, "unreadable", ha="center", va="center", fontsize=9)
@@ -176,11 +178,15 @@ def write_report(
     split: str,
     skipped: list | None = None,
     extra: dict | None = None,
+    explain=None,
+    n_explain: int = 0,
 ) -> dict:
     """Write metrics.json, confusion_{head}.png, errors_{head}.png and report.md into out_dir.
 
     results: head -> {"metrics", "class_names", "paths", "y_true", "probs"} ("metrics" is computed if absent).
     skipped: objects with .item/.reason (vestis.data.types.Skipped) or dicts with those keys.
+    explain: ``(paths, head, class indices) -> [overlay uint8 image or None, ...]``: the first ``n_explain``
+    most confidently wrong images are drawn as Grad-CAM overlays of their predicted class.
     Returns the metrics.json content: {"split", "heads": {head: metrics}, "skipped": [...], **extra}.
     """
     out_dir = Path(out_dir)
@@ -206,9 +212,17 @@ def write_report(
                 "pred": names[int(probs[i].argmax())],
                 "score": float(probs[i].max()),
             }
-            for i in most_confident_errors(y_true, probs, k=N_ERRORS)
+            for i in most_confident_errors(y_true, probs, k=max(N_ERRORS, n_explain if explain else 0))
         ]
-        plot_gallery(errors, out_dir / files["errors"], title=f"{head}: most confidently wrong ({split})")
+        title = f"{head}: most confidently wrong ({split})"
+        if explain is not None and n_explain > 0 and errors:
+            shown = errors[:n_explain]
+            overlays = explain([e["path"] for e in shown], head, [names.index(e["pred"]) for e in shown])
+            gallery = [{**e, "overlay": o} for e, o in zip(shown, overlays, strict=True)] + errors[n_explain:]
+            title += f"; Grad-CAM of the predicted class on the first {len(shown)}"
+        else:
+            gallery = errors
+        plot_gallery(gallery, out_dir / files["errors"], title=title)
         heads[head] = m
         sections += _head_section(head, m, errors, files)
 

@@ -69,9 +69,11 @@ def evaluate_runner(
     run_dir=None,
     batch_size: int = 64,
     workers: int | None = None,
+    explain: int = 0,
 ) -> dict:
     """Metrics, plots and ``report.md`` for ``split`` ('all' for every sample) into ``out`` (default
-    ``runs/eval-NAME-SPLIT``). ``tta``: None uses the views the model was trained/selected with."""
+    ``runs/eval-NAME-SPLIT``). ``tta``: None uses the views the model was trained/selected with. ``explain``:
+    the error gallery draws its first ``explain`` images as Grad-CAM overlays of the predicted class."""
     samples, source, split = evaluation_samples(card, split, data, images, run_dir)
     trained_views = tuple((card.get("train_config") or {}).get("views", ["plain"]))
     views = trained_views if tta is None else (("plain", "flip") if tta else ("plain",))
@@ -109,6 +111,7 @@ def evaluate_runner(
             "probs": p,
         }
     out = Path(out) if out is not None else Path("runs") / f"eval-{name}-{split}"
+    explainer = _gallery_explainer(runner, run_dir, notes) if explain > 0 else None
     report = write_report(
         out,
         results,
@@ -121,6 +124,8 @@ def evaluate_runner(
             "views": list(views),
             "runtime": runner.name,
         },
+        explain=explainer,
+        n_explain=explain,
     )
     if not quiet:
         for head, r in results.items():
@@ -131,6 +136,33 @@ def evaluate_runner(
             print(f"skipped {len(skipped)} unreadable images (see {out / 'report.md'})")
         print(f"report: {out / 'report.md'}")
     return report
+
+
+def _gallery_explainer(runner, run_dir, notes: list[str]):
+    """``(paths, head, classes) -> overlays`` for the error gallery, or None (with a note) when the model has
+    no single PyTorch model to explain (an ensemble; an .onnx file without its run)."""
+    model = getattr(runner, "model", None)
+    if model is None and run_dir is not None:
+        from vestis.models.ensemble import load_models
+
+        model = load_models([run_dir])[0]
+    if model is None or hasattr(model, "members"):
+        notes.append("--explain: Grad-CAM needs one PyTorch model (not an ensemble or a bare .onnx file)")
+        return None
+    from vestis.engine.explain import Explainer
+
+    cam = Explainer(model)
+
+    def overlays(paths, head, classes):
+        out = []
+        for path, cls in zip(paths, classes, strict=True):
+            try:
+                out.append(cam.images([path], head, int(cls))[0].overlay)
+            except Exception:  # an image that cannot be read again is drawn as it is (a grey tile)
+                out.append(None)
+        return out
+
+    return overlays
 
 
 def evaluate_run(
@@ -145,6 +177,7 @@ def evaluate_run(
     runtime: str = "torch",
     device: str = "auto",
     precision: str = "auto",
+    explain: int = 0,
 ) -> dict:
     """:func:`evaluate_runner` for run directories (``None``: the bundled model; a list: their ensemble, class
     probabilities averaged, on the first run's data) or an ``.onnx`` file. The report goes to RUN/eval-SPLIT
@@ -177,4 +210,5 @@ def evaluate_run(
         cache_dir,
         name,
         run_dir if run_dir is not None else (resolve_model_dir(None) if bundled else None),
+        explain=explain,
     )

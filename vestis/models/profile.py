@@ -12,6 +12,7 @@ convolutional receptive field. A stage's figure is that of its output."""
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -235,7 +236,11 @@ def profile_model(
     """Profile a :class:`~vestis.models.heads.VestisModel` (or an ensemble of them) at ``input_size`` (default:
     its preprocessing's). ``speed``: also measure eager fp32 images/s at each batch size in ``batches``
     (on the current torch device threads; about ``seconds`` per batch size after a warm-up)."""
-    model = model.eval().cpu()
+    if any(
+        p.device.type != "cpu" for p in model.parameters()
+    ):  # measured on the CPU; leave the caller's alone
+        model = copy.deepcopy(model).cpu()
+    model = model.eval()
     members = _members(model)
     size = int(input_size or members[0].preprocess.input_size)
     x = torch.randn(1, 3, size, size)

@@ -37,9 +37,9 @@ def _pct(times: list[float]) -> dict:
 
 
 def catalogue(args) -> dict:
-    from vestis.benchmark import cpu_info
     from vestis.index import Index, build_index
     from vestis.index.evaluate import compare_models
+    from vestis.runtime import cpu_info
 
     out = Path(args.out)
     t = time.perf_counter()
@@ -103,8 +103,8 @@ def _rss_mb() -> float:
 def ann(args) -> dict:
     import faiss
 
-    from vestis.benchmark import cpu_info
     from vestis.index.store import Index
+    from vestis.runtime import cpu_info
 
     x = _clustered(args.n, args.dim)
     rng = np.random.default_rng(1)
@@ -166,9 +166,9 @@ def ann(args) -> dict:
 
 
 def audit(args) -> dict:
-    from vestis.benchmark import cpu_info
     from vestis.data.catalog import read_catalog
     from vestis.index.audit import AuditConfig, run_audit
+    from vestis.runtime import cpu_info
 
     t = time.perf_counter()
     summary = run_audit(PRODUCTS / "styles.csv", args.out, config=AuditConfig(label="articleType"))

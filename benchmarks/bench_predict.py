@@ -1,7 +1,7 @@
 """`vestis predict` throughput over the shared catalogue (decode included) and top-1 on the clothing test split,
 for every runtime, in one run, through the Python API (what `vestis predict` runs).
 
-    .venv/bin/python benchmarks/bench_predict.py [--run RUN] [--eager-n 1500] [--n 0] [--json out.json]
+    .venv/bin/python benchmarks/bench_predict.py [--run RUN] [--eager-n 1500] [--n 0] [--embed-n 0] [--json out.json]
 
 Each runtime predicts the same catalogue images (a cold run: no feature cache is involved; the ONNX files
 are exported before the clock starts). Eager PyTorch (fp32, and bf16 where the CPU has bf16 units) is
@@ -33,19 +33,17 @@ def timed_predict(model, paths: list[str], batch_size: int, workers: int | None)
 
 def clothing_top1(model) -> float:
     from vestis.benchmark import labelled_images
-    from vestis.engine.infer import infer
+    from vestis.engine.infer import infer, top1
 
     paths, labels = labelled_images(CLOTHES)
     head = model.heads[0]
     out = infer(model.runner, paths, batch_size=32)
-    index = {c: k for k, c in enumerate(model.classes[head])}
-    y = np.array([index[lab] for lab in labels])
-    return float((out.probs[head].argmax(1)[out.ok] == y[out.ok]).mean())
+    return top1(out.probs, out.ok, {head: labels}, model.classes)["acc"][head]
 
 
 def main() -> int:
     import vestis
-    from vestis.benchmark import cpu_info
+    from vestis.runtime import cpu_info
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", help="run directory (default: the bundled fine-tuned Lite0)")
@@ -53,6 +51,7 @@ def main() -> int:
     ap.add_argument("--eager-n", type=int, default=1500, help="catalogue images for eager PyTorch")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, help="decoding processes (default: vestis' default)")
+    ap.add_argument("--embed-n", type=int, default=0, help="also time Model.embed_items on this many images")
     ap.add_argument("--variants", nargs="+", default=["torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"])
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
@@ -105,6 +104,12 @@ def main() -> int:
             }
             if runtime == "onnx":
                 row["export_seconds"] = round(export_s, 1)
+            if args.embed_n:  # embedding (the index's path): the same images, right after predicting them
+                some = subset[: args.embed_n]
+                t = time.perf_counter()
+                model.embed_items(some, batch_size=args.batch_size, workers=args.workers)
+                row["embed_images"] = len(some)
+                row["embed_images_per_s"] = round(len(some) / (time.perf_counter() - t), 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
     ref = next((r for r in rows if r["variant"] == "torch-fp32" and "images_per_s" in r), None)

@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=Path, default=CLOTHES)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    from vestis.benchmark import cpu_info
+    from vestis.runtime import cpu_info
 
     images = photos(args.images)
     print(

@@ -23,6 +23,11 @@ from vestis.engine.load import is_onnx, load_runner
 from vestis.predict import PredictConfig, predict, predict_images, resolve_inputs
 
 
+def _as_list(inputs) -> list:
+    """One file/folder/glob/URL, or a list of them."""
+    return [str(inputs)] if isinstance(inputs, (str, Path)) else list(inputs)
+
+
 @dataclass
 class Embedded:
     """Embeddings of the inputs that could be read, and why the others could not."""
@@ -93,7 +98,7 @@ class Model:
             tta=tta,
             progress=progress,
         )
-        return predict(self.runner, [inputs] if isinstance(inputs, (str, Path)) else list(inputs), cfg)
+        return predict(self.runner, _as_list(inputs), cfg)
 
     def predict(self, inputs: str | list[str], top_k: int = 3, **options) -> list[dict]:
         """All of :meth:`predict_iter` as a list (the ``vestis predict --json`` lines)."""
@@ -113,7 +118,7 @@ class Model:
     ) -> Embedded:
         """Embeddings (pooled features of the model's backbone, view-averaged, L2-normalised) of every readable
         input; the unreadable ones are listed in ``errors``, not raised."""
-        resolved = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+        resolved = resolve_inputs(_as_list(inputs))
         ok = [(name, src) for name, src, err in resolved if err is None]
         errors = {name: err for name, _, err in resolved if err is not None}
         vectors = np.zeros((len(ok), self.embedding_dim), np.float32)
@@ -202,8 +207,8 @@ class Model:
     def profile(self, input_size: int | None = None, speed: bool = True, seconds: float = 2.0) -> dict:
         """Parameters, MACs and FLOPs, receptive field per backbone stage, and (``speed``) measured eager fp32
         images/s at batch 1 and 32 on this CPU (``cpu``), as ``vestis profile RUN --json`` prints them."""
-        from vestis.benchmark import cpu_info
         from vestis.models.profile import profile_model
+        from vestis.runtime import cpu_info
 
         prof = profile_model(
             self.torch_model(), str(self.source or "the bundled model"), input_size, speed, seconds

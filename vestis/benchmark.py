@@ -7,8 +7,6 @@ its relevant flags head the table: bf16 is emulated (slow) on CPUs without AVX51
 
 from __future__ import annotations
 
-import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -17,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from vestis.data.images import is_image_path
-from vestis.engine.infer import image_set, infer
+from vestis.engine.infer import image_set, infer, top1
 from vestis.engine.loader import default_workers, iterate_batches
+from vestis.runtime import CPU_FLAGS, cpu_info
 
 VARIANTS = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
-_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 @dataclass
@@ -42,21 +40,6 @@ class BenchmarkConfig:
             )
         if not self.batches or min(self.batches) < 1 or self.n < 0:
             raise ValueError("batch sizes must be >= 1 and n >= 0")
-
-
-def cpu_info() -> dict:
-    """The CPU model, core count and the SIMD flags that decide bf16/int8 speed (read at run time)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return {"model": model, "cores": os.cpu_count(), "flags": [f for f in _FLAGS if f in flags]}
 
 
 def labelled_images(folder: str | Path, n: int = 0, seed: int = 0) -> tuple[list[str], list[str | None]]:
@@ -111,10 +94,9 @@ def _measure(
     }
     if labels is not None:
         head = model.heads[0]
-        index = {c: k for k, c in enumerate(model.classes[head])}
-        y = np.array([index[lab] for lab in labels[: len(e2e_paths)]])
-        pred = out.probs[head].argmax(1)
-        row["top1"] = round(float((pred[out.ok] == y[out.ok]).mean()), 4)
+        row["top1"] = round(
+            top1(out.probs, out.ok, {head: labels[: len(e2e_paths)]}, model.classes)["acc"][head], 4
+        )
     return row
 
 
@@ -185,7 +167,7 @@ def format_row(r: dict) -> str:
 def format_benchmark(result: dict) -> str:
     cpu = result["cpu"]
     lines = [
-        f"CPU: {cpu['model']}, {cpu['cores']} cores, flags: {' '.join(cpu['flags']) or 'none of ' + ', '.join(_FLAGS)}",
+        f"CPU: {cpu['model']}, {cpu['cores']} cores, flags: {' '.join(cpu['flags']) or 'none of ' + ', '.join(CPU_FLAGS)}",
         f"{result['images']} images ({'labelled' if result['labelled'] else 'unlabelled'}); decode "
         f"{result['decode']['images_per_s']} img/s with {result['workers']} worker(s)",
         f"{'variant':<11} {'batch':>5}  {'model/s':>9}  {'e2e img/s':>10}  {'top-1':>7}",

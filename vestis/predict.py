@@ -188,7 +188,7 @@ def predict(runner, inputs: list[str], cfg: PredictConfig) -> Iterator[dict]:
     """Yield one result per expanded input, in input order. ``runner``: an engine runner (PyTorch or ONNX
     Runtime; one model or an ensemble), e.g. ``vestis.load(...).runner``."""
     resolved = resolve_inputs(inputs, cfg.timeout, cfg.max_bytes)
-    expanded = [(name, err) for name, _, err in resolved]
+    names = [name for name, _, _ in resolved]
     ready: dict[int, dict] = {}  # finished results waiting for their turn
     where, items = [], []  # result index and source (path or downloaded bytes) of each image to run
     for i, (name, src, err) in enumerate(resolved):
@@ -209,17 +209,17 @@ def predict(runner, inputs: list[str], cfg: PredictConfig) -> Iterator[dict]:
         views = ("plain", "flip") if cfg.tta else ("plain",)
         for r in run_batches(runner, items, views, cfg.batch_size, cfg.workers):
             for j, err in r.errors:
-                ready[where[j]] = {"input": expanded[where[j]][0], "error": err}
+                ready[where[j]] = {"input": names[where[j]], "error": err}
             for j, preds in zip(
                 r.idx.tolist(), top_predictions(r.probs, runner.classes, cfg.top_k), strict=True
             ):
-                ready[where[j]] = {"input": expanded[where[j]][0], "predictions": preds}
+                ready[where[j]] = {"input": names[where[j]], "predictions": preds}
             bar.update(len(r.idx) + len(r.errors))
             while nxt in ready:
                 yield ready.pop(nxt)
                 nxt += 1
         bar.close()
-    for i in range(nxt, len(expanded)):
+    for i in range(nxt, len(names)):
         yield ready.pop(i)
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
+import platform
+from pathlib import Path
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -37,12 +40,27 @@ def pick_device(device: str | None = None):
     return torch.device(device)
 
 
-def _cpu_has(flag: str) -> bool:
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+@functools.cache
+def cpu_info() -> dict:
+    """The CPU model, core count and the SIMD flags that decide bf16/int8 speed (read at run time)."""
+    model, flags = platform.processor() or platform.machine(), set()
     try:
-        with open("/proc/cpuinfo") as f:
-            return flag in f.read()
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
-        return False
+        pass
+    return {"model": model, "cores": os.cpu_count(), "flags": [f for f in CPU_FLAGS if f in flags]}
+
+
+def _cpu_has(flag: str) -> bool:
+    return flag in cpu_info()["flags"]
 
 
 def cpu_supports_bf16() -> bool:

@@ -36,9 +36,9 @@ def _add_profile(sub) -> None:
 
 
 def _profile(args) -> int:
-    from vestis.benchmark import cpu_info
     from vestis.models.profile import format_profile, profile_model
     from vestis.models.registry import canonical_name, create_model
+    from vestis.runtime import cpu_info
 
     target = args.target
     if target == "default" or Path(target).exists():

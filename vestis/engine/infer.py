@@ -119,3 +119,19 @@ def infer(
         out.ok[r.idx] = True
         out.errors.update(r.errors)
     return out
+
+
+def top1(probs: dict[str, np.ndarray], ok: np.ndarray, labels: dict[str, list], classes: dict) -> dict:
+    """Top-1 per head of ``probs`` against class-name ``labels`` ({head: one label per row}), over the rows that
+    were read (``ok``) and whose label the head knows -> {"acc": {head: accuracy or None}, "n": {head: rows}}."""
+    acc, n = {}, {}
+    for h, lab in labels.items():
+        index = {c: k for k, c in enumerate(classes[h])}
+        rows = [(i, index[c]) for i, c in enumerate(lab) if ok[i] and c in index]
+        n[h] = len(rows)
+        if rows:
+            i, y = np.array(rows).T
+            acc[h] = float((probs[h][i].argmax(1) == y).mean())
+        else:
+            acc[h] = None
+    return {"acc": acc, "n": n}

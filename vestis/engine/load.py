@@ -60,7 +60,7 @@ def _want_onnx(runtime: str, precision: str, device: str, n_models: int) -> bool
         and precision in ("auto", "fp32")
         and str(device) in ("auto", "cpu")
         and has_onnxruntime()
-        and _cuda_wanted(device) is False
+        and not _cuda_wanted(device)
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vestis.engine.infer import top1
 from vestis.engine.ort_runner import INPUT, OnnxRunner
 
 CALIBRATION_SEED = 0
@@ -88,20 +89,6 @@ def quantize(fp32: Path, dst: Path, crops: np.ndarray, activations: str, tmp: Pa
     }
 
 
-def _top1(probs: dict[str, np.ndarray], ok: np.ndarray, labels: dict[str, list], classes: dict) -> dict:
-    acc, n = {}, {}
-    for h, lab in labels.items():
-        index = {c: k for k, c in enumerate(classes[h])}
-        rows = [(i, index[c]) for i, c in enumerate(lab) if ok[i] and c in index]
-        n[h] = len(rows)
-        if rows:
-            i, y = np.array(rows).T
-            acc[h] = float((probs[h][i].argmax(1) == y).mean())
-        else:
-            acc[h] = None
-    return {"acc": acc, "n": n}
-
-
 def check_validation(validation, classes: dict) -> None:
     if (
         not isinstance(validation, (tuple, list))
@@ -132,7 +119,7 @@ def validate(validation, fp32: Path, int8_runner: OnnxRunner, batch_size, worker
             progress=progress,
             desc=f"validation {precision}",
         )
-        t = _top1(o.probs, o.ok, labels, runner.classes)
+        t = top1(o.probs, o.ok, labels, runner.classes)
         result[f"top1_{precision}"] = t["acc"]
         result["n"] = t["n"]
         result["validation_unreadable"] = int((~o.ok).sum())

@@ -45,7 +45,7 @@ class TorchRunner:
     ):
         tune_allocator()
         self.model = model
-        self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        self.device = pick_device(device)
         self.precision = resolve_precision(self.device, precision)
         self.graph = inference_graph(model).to(self.device)
         if channels_last:

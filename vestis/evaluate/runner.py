@@ -13,16 +13,13 @@ from vestis.data import Skipped, load_dataset
 from vestis.engine.features import infer_cached
 from vestis.evaluate.metrics import compute_metrics, format_table
 from vestis.evaluate.report import write_report
+from vestis.models.run_config import resolve_data_load
 
 
 def _data_load(card: dict, run_dir) -> dict | None:
     load = (card.get("data") or {}).get("load")
     if not load:
         return None
-    try:
-        from vestis.models.checkpoint import resolve_data_load
-    except ImportError:  # older checkpoint module: paths as stored
-        return dict(load)
     return resolve_data_load(run_dir, card) if run_dir is not None else dict(load)
 
 
@@ -182,14 +179,14 @@ def evaluate_run(
     """:func:`evaluate_runner` for run directories (``None``: the bundled model; a list: their ensemble, class
     probabilities averaged, on the first run's data) or an ``.onnx`` file. The report goes to RUN/eval-SPLIT
     by default (``runs/eval-default-SPLIT`` for the bundled model, never into the installed package)."""
-    from vestis.engine.load import load_runner
+    from vestis.engine.load import is_onnx, load_runner
     from vestis.models.checkpoint import resolve_model_dir
 
     runs = list(run) if isinstance(run, (list, tuple)) else [run]
     runner, card = load_runner(runs, runtime=runtime, device=device, precision=precision, cache_dir=cache_dir)
     first = runs[0]
     bundled = first in (None, "", "default")
-    run_dir = None if bundled or str(first).lower().endswith(".onnx") else resolve_model_dir(first)
+    run_dir = None if bundled or is_onnx(first) else resolve_model_dir(first)
     if out is None:
         suffix = f"eval-{split}" + ("-ensemble" if len(runs) > 1 else "")
         out = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ pytest.importorskip("sklearn")
 from tests.conftest import COLOURS, make_image, stable_seed  # noqa: E402
 from vestis.cli import main  # noqa: E402
 from vestis.index import Index  # noqa: E402
+from vestis.index.files import locked  # noqa: E402
 
 MODEL = "backbone:test_tiny"
 
@@ -108,6 +110,24 @@ def test_add_remove_keep_ids_and_evaluate(catalogue, tmp_path, capsys):
     assert "no item with id 99999" in capsys.readouterr().err
     index = Index.open(idx)
     assert index.item(103)["articleType"] == "red" and len(index) == 37
+    held, release = threading.Event(), threading.Event()
+
+    def hold():  # another writer holding the index (another thread: another lock holder)
+        with locked(idx, what="index add"):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(30)
+    try:
+        assert main(["index", "remove", str(idx), "103", "--lock-timeout", "0"]) == 2
+    finally:
+        release.set()
+        holder.join(30)
+    err = capsys.readouterr().err
+    assert "another process is writing this index (pid" in err and len(err.strip().splitlines()) == 1
+    assert 103 in Index.open(idx).ids.tolist()
     args = ["index", "evaluate", str(idx), "--label", "articleType", "--k", "5", "--json"]
     assert main([*args, "--compare", MODEL, "--cache-dir", str(tmp_path / "cache")]) == 0
     row, same = (json.loads(x) for x in capsys.readouterr().out.splitlines())

@@ -44,10 +44,12 @@ def _add_index(sub) -> None:
     a.add_argument("--model", help="must compute the index's features (default: the index's model)")
     a.add_argument("--cache-dir")
     a.add_argument("--quiet", action="store_true")
+    _lock_timeout(a)
     a.set_defaults(func=_index_add)
     r = isub.add_parser("remove", help="remove items by id")
     r.add_argument("index")
     r.add_argument("ids", nargs="+")
+    _lock_timeout(r)
     r.set_defaults(func=_index_remove)
     e = isub.add_parser(
         "evaluate", help="precision@k, recall@k, mAP@k (relevant = same label), leave-one-out"
@@ -69,6 +71,18 @@ def _add_index(sub) -> None:
     e.add_argument("--cache-dir")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_index_evaluate)
+
+
+def _lock_timeout(p) -> None:
+    from vestis.index.files import LOCK_TIMEOUT
+
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"wait this long for another process writing the index (default {LOCK_TIMEOUT:.0f}; 0: fail at once)",
+    )
 
 
 def _index_build(args) -> int:
@@ -119,6 +133,7 @@ def _index_add(args) -> int:
         pattern=args.pattern,
         cache_dir=args.cache_dir,
         progress=not args.quiet,
+        lock_timeout=args.lock_timeout,
     )
     skipped = report.pop("skipped")
     print(json.dumps({**report, "ids": report["ids"][:20], "skipped": len(skipped)}))
@@ -130,7 +145,7 @@ def _index_add(args) -> int:
 def _index_remove(args) -> int:
     from vestis.index.build import remove_from_index
 
-    print(json.dumps(remove_from_index(args.index, args.ids)))
+    print(json.dumps(remove_from_index(args.index, args.ids, lock_timeout=args.lock_timeout)))
     return 0
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from vestis.engine.features import extract_features
 from vestis.engine.infer import image_set, l2_normalize, run_batches
+from vestis.index.files import LOCK_TIMEOUT
 from vestis.index.store import Index, IndexFileError, ModelMismatch
 from vestis.predict import _folder_images, resolve_inputs
 
@@ -261,9 +262,12 @@ def add_to_index(
     cache: bool = True,
     cache_dir=None,
     progress: bool = False,
+    lock_timeout: float | None = LOCK_TIMEOUT,
 ) -> dict:
     """Embed new items (a folder or a CSV) with the index's model and add them; ids of existing items do not
-    change. A model given here must compute the same features as the index's (else ModelMismatch)."""
+    change. A model given here must compute the same features as the index's (else ModelMismatch). The items
+    are embedded first, then the index is read, extended and saved under its writers' lock (another writer
+    is waited for up to ``lock_timeout`` seconds), so concurrent adds and removes all land."""
     index = Index.open(index_dir)
     if model is None:
         model = index_model(index, cache_dir=cache_dir)
@@ -275,27 +279,30 @@ def add_to_index(
         model, items["paths"], views_of(index), cache=cache, cache_dir=cache_dir, progress=progress
     )
     kept = _take(items, ok)
-    new = index.add(
-        vectors,
-        paths=kept["paths"],
-        ids=kept["ids"],
-        columns=kept["columns"],
-        digests=[d for d, k in zip(digests, ok, strict=True) if k],
-    )
-    index.save()
+    with Index.edit(index_dir, lock_timeout) as index:
+        check_model(index, model)  # rebuilt with another model meanwhile?
+        new = index.add(
+            vectors,
+            paths=kept["paths"],
+            ids=kept["ids"],
+            columns=kept["columns"],
+            digests=[d for d, k in zip(digests, ok, strict=True) if k],
+        )
     unreadable = [(items["paths"][i], e) for i, e in sorted(errors.items())]
     return {"added": len(new), "ids": new, "items": len(index), "skipped": items["skipped"] + unreadable}
 
 
-def remove_from_index(index_dir, ids) -> dict:
-    index = Index.open(index_dir)
+def remove_from_index(index_dir, ids, *, lock_timeout: float | None = LOCK_TIMEOUT) -> dict:
+    """Remove items by id, under the index's writers' lock (like :func:`add_to_index`)."""
     try:
-        gone = index.remove([int(i) for i in ids])
+        ids = [int(i) for i in ids]
     except ValueError:
         raise ValueError(f"ids must be integers, got {' '.join(map(str, ids))}") from None
-    except KeyError as e:
-        raise ValueError(str(e.args[0])) from None
-    index.save()
+    with Index.edit(index_dir, lock_timeout) as index:
+        try:
+            gone = index.remove(ids)
+        except KeyError as e:
+            raise ValueError(str(e.args[0])) from None
     return {"removed": len(gone), "ids": gone, "items": len(index)}
 
 

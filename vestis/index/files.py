@@ -33,6 +33,8 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 FORMAT = 1
 MANIFEST = "index.json"
 LOCK = ".lock"
@@ -50,14 +52,6 @@ class IndexLocked(TimeoutError):
 class IndexConflict(ValueError):
     """The index changed on disk (another writer) between reading it and saving it: saving would lose that
     writer's changes."""
-
-
-def sha1_file(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes) -> dict:
@@ -133,8 +127,8 @@ def locked(d: Path, timeout: float | None = LOCK_TIMEOUT, what: str = "write"):
             waited = time.monotonic() - start
             if timeout is not None and waited >= timeout:
                 raise IndexLocked(
-                    f"{d}: another process is writing this index ({_holder(d)}) and held it for "
-                    f"{waited:.0f} s; try again when it is done, or raise --lock-timeout"
+                    f"{d}: another process is writing this index ({_holder(d)}); gave up after waiting "
+                    f"{waited:.1f} s (--lock-timeout); try again when it is done"
                 ) from None
             if not said and timeout != 0:
                 print(f"{d}: waiting for another process writing this index ({_holder(d)})", file=sys.stderr)
@@ -217,22 +211,23 @@ def _read_generation(d: Path, raw: bytes, faiss) -> tuple[object, dict, dict]:
         count = int(manifest["count"])
     except (KeyError, TypeError, ValueError) as e:
         raise bad(f"the manifest lacks {e}") from None
-    paths = {}
+    data = {}  # each file read once: the bytes checked are the bytes parsed (a writer may delete it meanwhile)
     for key in ("index", "items"):
         entry = files.get(key) if isinstance(files, dict) else None
         if not isinstance(entry, dict) or not {"name", "bytes", "sha1"} <= set(entry):
             raise bad(f"the manifest does not describe its {key} file")
-        p = d / Path(str(entry["name"])).name
-        if not p.is_file():
-            raise bad(f"{p.name} is missing")
-        size = p.stat().st_size
-        if size != entry["bytes"]:
-            raise bad(f"{p.name} has {size} bytes, expected {entry['bytes']} (truncated?)")
-        if sha1_file(p) != entry["sha1"]:
-            raise bad(f"{p.name} does not match its checksum (damaged or modified)")
-        paths[key] = p
+        name = Path(str(entry["name"])).name
+        try:
+            data[key] = (d / name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise bad(f"{name} is missing") from None
+        if len(data[key]) != entry["bytes"]:
+            raise bad(f"{name} has {len(data[key])} bytes, expected {entry['bytes']} (truncated?)")
+        if hashlib.sha1(data[key]).hexdigest() != entry["sha1"]:
+            raise bad(f"{name} does not match its checksum (damaged or modified)")
+        data[key + "_name"] = name
     try:
-        items = json.loads(paths["items"].read_text(encoding="utf-8"))
+        items = json.loads(data["items"].decode("utf-8"))
         ids = items["ids"]
         if not (
             isinstance(ids, list) and isinstance(items["paths"], list) and len(items["paths"]) == len(ids)
@@ -240,12 +235,12 @@ def _read_generation(d: Path, raw: bytes, faiss) -> tuple[object, dict, dict]:
             raise ValueError("ids and paths differ in length")
         check_items(len(ids), items["paths"], items.get("columns"), items.get("digests"))
     except (ValueError, KeyError, TypeError) as e:
-        raise bad(f"{paths['items'].name}: {str(e)[:100]}") from None
+        raise bad(f"{data['items_name']}: {str(e)[:100]}") from None
     try:
-        idx = faiss.read_index(str(paths["index"]))
+        idx = faiss.deserialize_index(np.frombuffer(data.pop("index"), dtype=np.uint8))
     except Exception as e:  # faiss raises RuntimeError on damaged files
         raise bad(
-            f"{paths['index'].name} is not a readable Faiss index ({str(e).splitlines()[0][:80]})"
+            f"{data['index_name']} is not a readable Faiss index ({str(e).splitlines()[0][:80]})"
         ) from None
     removed = manifest.get("removed") or []
     if len(ids) != count or idx.ntotal != count + len(removed):

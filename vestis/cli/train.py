@@ -38,6 +38,12 @@ def _add_train(sub) -> None:
     )
     p.add_argument("--hidden", type=int, default=TrainConfig.hidden, help="MLP head width")
     p.add_argument("--dropout", type=float, default=TrainConfig.dropout)
+    p.add_argument(
+        "--native-size",
+        default=TrainConfig.native_size,
+        help="small training images: auto (record their size when small; larger inputs are downscaled to it "
+        "first), off, or WxH",
+    )
     p.add_argument("--loss", choices=LOSSES, default="ce", help="ce, weighted (class-weighted ce) or focal")
     p.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing)
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)

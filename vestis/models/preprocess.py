@@ -5,7 +5,12 @@ an image is prepared the same way everywhere the model sees it. The evaluation t
 NumPy (no torch), so the ONNX Runtime predictor runs it too: it stops at a uint8 crop (H, W, 3); the
 scaling to [0, 1] and the mean/std normalisation are part of the model's inference graph
 (:func:`normalize` here, the same arithmetic inside the exported ONNX file), which keeps the decoded
-batches that cross process boundaries four times smaller than float tensors."""
+batches that cross process boundaries four times smaller than float tensors.
+
+``native_size`` (width, height), recorded by the trainers when the training images were small (a 60x80
+catalogue, :func:`vestis.data.resolution.native_size_for`): the model learned the blur of small images
+upscaled to its input size, so a larger input is first box-downscaled (area averaging, aspect ratio kept) to
+fit that size, then resized and cropped as usual (measured: docs/BENCHMARKS.md, "Sharp photos")."""
 
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ class Preprocess:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     crop_pct: float = 0.875
+    # the training images' typical (width, height) when they were small; None: inputs are used at any size
+    native_size: tuple[int, int] | None = None
 
     def __post_init__(self):
         if self.interpolation not in _INTERP:
@@ -38,6 +45,11 @@ class Preprocess:
             raise ValueError(f"input_size must be >= 8, got {self.input_size}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std need 3 values each (std > 0), got {self.mean}, {self.std}")
+        if self.native_size is not None:
+            size = tuple(int(x) for x in self.native_size)
+            if len(size) != 2 or min(size) < 1:
+                raise ValueError(f"native_size must be (width, height), both >= 1, got {self.native_size}")
+            object.__setattr__(self, "native_size", size)
 
     @property
     def resize_size(self) -> int:
@@ -45,7 +57,12 @@ class Preprocess:
         return int(round(self.input_size / self.crop_pct))
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """JSON-ready; ``native_size`` only when recorded, so models (and feature caches keyed by this dict)
+        from before the field existed keep their exact bytes and keys."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if d["native_size"] is None:
+            del d["native_size"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
@@ -64,20 +81,50 @@ class Preprocess:
                 d["input_size"] = int(d["input_size"])
             if "crop_pct" in d:
                 d["crop_pct"] = float(d["crop_pct"])
+            if d.get("native_size") is not None:
+                d["native_size"] = tuple(int(x) for x in d["native_size"])
         except (TypeError, ValueError) as e:
             raise ValueError(f"invalid preprocessing {d}: {e}") from e
         return cls(**d)
 
 
+def native_scale(size: tuple[int, int], native: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The size an image of ``size`` (w, h) is brought to for a model trained at ``native`` (w, h): the largest
+    that fits the native size, shorter side against shorter side (so a landscape photo is not penalised for a
+    portrait catalogue), aspect ratio kept. None when no downscale is due (no native size, or not larger)."""
+    if native is None:
+        return None
+    (w, h), (n_short, n_long) = size, sorted(native)
+    scale = min(n_short / min(w, h), n_long / max(w, h))
+    if scale >= 1:
+        return None
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+class ToNative:
+    """PIL image -> the same, box-downscaled (area averaging) to the model's native size when it is larger
+    (:func:`native_scale`); unchanged otherwise, and always when ``native_size`` is None."""
+
+    def __init__(self, native_size: tuple[int, int] | None):
+        self.native_size = native_size
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        size = native_scale(img.size, self.native_size)
+        return img if size is None else img.resize(size, Image.Resampling.BOX)
+
+
 class EvalCrop:
-    """PIL RGB image -> uint8 array (input_size, input_size, 3): the shorter side resized to ``resize_size``,
-    then the centre crop. The same sizes and rounding as torchvision's ``Resize(int)`` + ``CenterCrop`` on
-    PIL images (both use Pillow's resampling), so crops match the trainer's torchvision pipeline exactly."""
+    """PIL RGB image -> uint8 array (input_size, input_size, 3): brought to the native size first when the
+    model records one (:class:`ToNative`), then the shorter side resized to ``resize_size`` and the centre crop.
+    The same sizes and rounding as torchvision's ``Resize(int)`` + ``CenterCrop`` on PIL images (both use
+    Pillow's resampling), so crops match the trainer's torchvision pipeline exactly."""
 
     def __init__(self, pre: Preprocess):
         self.pre = pre
+        self.to_native = ToNative(pre.native_size)
 
     def __call__(self, img: Image.Image) -> np.ndarray:
+        img = self.to_native(img)
         pre, (w, h) = self.pre, img.size
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = pre.resize_size, int(pre.resize_size * long / short)
@@ -139,6 +186,8 @@ def resolve_transform(pre: Preprocess | tuple[Preprocess, ...], train: bool = Fa
     interp = T.InterpolationMode(pre.interpolation)
     norm = [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     ops = [T.RandomResizedCrop(size or pre.input_size, scale=(crop_scale, 1.0), interpolation=interp)]
+    if pre.native_size is not None:  # a larger training image at the scale the model is tested at
+        ops.insert(0, ToNative(pre.native_size))
     if augment != "none":
         ops.append(T.RandomHorizontalFlip())
     if augment == "trivial":

@@ -42,7 +42,7 @@ def _names(spaced: str) -> tuple[str, ...]:
 RUNTIME_FIELDS = _names("out workers device cache cache_dir quiet compile image_cache tensorboard resume")
 GROUPS: dict[str, tuple[str, ...]] = {
     "dataset": _names("data images labels id_column path_column pattern split val test min_per_class"),
-    "model": _names("backbone pretrained head hidden dropout"),
+    "model": _names("backbone pretrained head hidden dropout native_size"),
     "training": _names("seed loss label_smoothing epochs lr weight_decay select tta batch_size precision"),
     "fast": _names("c lbfgs_iter"),
     "finetune": _names(
@@ -97,6 +97,9 @@ class TrainConfig:
     head: str = "auto"  # fast mode: linear, mlp, or auto (both tried, chosen on validation)
     hidden: int = 512
     dropout: float = 0.2
+    # small training images: their size is recorded and larger inputs are downscaled to it before the usual
+    # resize + crop (auto: measured, recorded when small; off; or WxH). vestis.data.resolution
+    native_size: str = "auto"
     # -- training (both modes)
     seed: int = 0  # also draws the split when the data has none
     loss: str = "ce"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vestis.data import load_dataset
+from vestis.data.resolution import record_native_size
 from vestis.engine.features import extract_features
 from vestis.evaluate import compute_metrics, format_table, summarize
 from vestis.models.checkpoint import atomic_write_text, save_checkpoint
@@ -36,6 +37,9 @@ def train_fast(cfg: TrainConfig) -> dict:
     for note in ds.notes:
         _say(cfg, "data:", note)
     model = create_model(cfg.backbone, pretrained=cfg.pretrained)
+    native = record_native_size(model, [s.path for s in ds.samples if s.split == "train"], cfg.native_size)
+    if native:
+        _say(cfg, f"native size {native[0]}x{native[1]} recorded: larger inputs are downscaled to it first")
     views = ("plain", "flip") if cfg.tta else ("plain",)
     paths = [s.path for s in ds.samples]
     feats = extract_features(

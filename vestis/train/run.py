@@ -120,6 +120,7 @@ class Run:
     def evaluate_best(self, va: list[int]):
         """The best model saved so far, and its class probabilities on samples ``va``."""
         model = create_model(self.cfg.backbone, pretrained=False, head=self.model.head_cfg)
+        model.preprocess = self.model.preprocess  # with the native size recorded for this run
         # the saved weights began as these (recorded in the checkpoint)
         model.pretrained = self.cfg.pretrained
         load_best(model, self.run_dir)

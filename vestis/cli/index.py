@@ -34,6 +34,11 @@ def _add_index(sub) -> None:
     b.add_argument("--pattern", default="{id}.jpg", help="catalogue CSV: image file name pattern")
     b.add_argument("--cache-dir", help="feature cache directory (default: $VESTIS_CACHE or ~/.cache/vestis)")
     b.add_argument("--workers", type=int, help="image decoding processes")
+    b.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda (under torchrun: each process its own GPU, or gloo on CPU)",
+    )
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=_index_build)
     a = isub.add_parser("add", help="embed new items (folder or CSV) into an index; ids stay stable")
@@ -101,10 +106,10 @@ def _index_build(args) -> int:
         cache_dir=args.cache_dir,
         workers=args.workers,
         progress=not args.quiet,
+        device=args.device,
     )
-    skipped = report.pop("skipped")
-    report["skipped"] = len(skipped)
-    print(json.dumps(report))
+    skipped = report.pop("skipped", [])  # under torchrun, rank 0 reports for all
+    print(json.dumps({**report, "skipped": len(skipped)} if "out" in report else report))
     for item, reason in skipped[:10]:
         print(f"skipped {item}: {reason}", file=sys.stderr)
     return 0
@@ -187,7 +192,7 @@ def _add_search(sub) -> None:
 
 def _search(args) -> int:
     from vestis.index import Index
-    from vestis.index.build import format_table, open_model
+    from vestis.index.build import open_model
 
     index = Index.open(args.index)
     model = open_model(args.model) if args.model else None
@@ -243,3 +248,32 @@ def _audit(args) -> int:
     )
     print(json.dumps(summary) if args.quiet else json.dumps(summary, indent=1))
     return 0
+
+
+_PREFERRED = ("articleType", "gender", "baseColour", "productDisplayName", "folder")
+
+
+def format_table(results: list[dict], width: int = 40) -> str:
+    """Search results as the table `vestis search` prints: per query its input, then one line per result
+    (rank, score, id, a few metadata columns, path)."""
+    lines = []
+    for r in results:
+        lines.append(str(r["input"]))
+        if "error" in r:
+            lines.append(f"  ERROR: {r['error']}")
+            continue
+        rows = r["results"]
+        if not rows:
+            lines.append("  (no results)")
+            continue
+        meta = [c for c in rows[0] if c not in ("id", "path", "score")]
+        shown = [c for c in _PREFERRED if c in meta][:4] or meta[:4]
+        cells = [["#", "score", "id", *shown, "path"]]
+        for n, row in enumerate(rows, 1):
+            vals = [str(row.get(c) if row.get(c) is not None else "-")[:width] for c in shown]
+            cells.append([str(n), f"{row['score']:.4f}", str(row["id"]), *vals, row["path"]])
+        widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+        lines += [
+            "  " + "  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip() for c in cells
+        ]
+    return "\n".join(lines)

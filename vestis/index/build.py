@@ -190,30 +190,54 @@ def build_index(
     batch_size: int = 64,
     workers=None,
     progress: bool = False,
-) -> tuple[Index, dict]:
+    device: str = "auto",
+) -> tuple[Index | None, dict]:
     """Embed a catalogue CSV or an image folder and write an index to ``out``. ``model``: a loaded Model or a
-    spec for :func:`open_model`. Returns (the index, a report: counts, skipped items, timings)."""
+    spec for :func:`open_model`. Returns (the index, a report: counts, skipped items, timings).
+
+    Under ``torchrun`` (WORLD_SIZE > 1) each process embeds its shard of the items and rank 0 gathers them
+    and writes the index (:mod:`vestis.index.shards`); the other ranks return (None, their shard's report)."""
     import time
+
+    from vestis.index import shards
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "index.json").exists())):
         raise ValueError(f"--out {out}: exists and is not an index directory; choose a new directory")
-    t0 = time.perf_counter()
-    items = read_items(source, images, id_column, pattern)
-    if not hasattr(model, "runner"):
-        model = open_model(model, cache_dir=cache_dir)
-    views = ("plain", "flip") if tta else ("plain",)
-    t1 = time.perf_counter()
-    vectors, ok, errors, digests = embed_files(
-        model,
-        items["paths"],
-        views,
-        cache=cache,
-        cache_dir=cache_dir,
-        batch_size=batch_size,
-        workers=workers,
-        progress=progress,
-    )
+    rank, world = 0, shards.world_size()
+    if world > 1:
+        rank, world, device = shards.start(device)
+    try:
+        t0 = time.perf_counter()
+        items = read_items(source, images, id_column, pattern)
+        if not hasattr(model, "runner"):
+            model = open_model(model, device=device, cache_dir=cache_dir)
+        views = ("plain", "flip") if tta else ("plain",)
+        t1 = time.perf_counter()
+
+        def embed(paths):
+            return embed_files(
+                model,
+                paths,
+                views,
+                cache=cache,
+                cache_dir=cache_dir,
+                batch_size=batch_size,
+                workers=workers,
+                progress=progress and rank == 0,
+            )
+
+        if world > 1:
+            got = shards.embed_sharded(embed, items["paths"], rank, world)
+            if got is None:
+                lo, hi = shards.shard_bounds(len(items["paths"]), world)[rank]
+                return None, {"rank": rank, "world": world, "embedded": hi - lo}
+            vectors, ok, errors, digests, sizes = got
+        else:
+            (vectors, ok, errors, digests), sizes = embed(items["paths"]), [len(items["paths"])]
+    finally:
+        if world > 1:
+            shards.stop(world)
     t2 = time.perf_counter()
     if not len(vectors):
         raise ValueError(f"{source}: none of the {len(items['paths'])} images could be read")
@@ -248,6 +272,8 @@ def build_index(
         },
         "bytes": sum(f["bytes"] for f in index.manifest["files"].values()),
     }
+    if world > 1:
+        report["processes"] = {"world": world, "embedded_per_rank": sizes}
     return index, report
 
 
@@ -382,32 +408,3 @@ __all__ = [
     "remove_from_index",
     "search",
 ]
-
-
-_PREFERRED = ("articleType", "gender", "baseColour", "productDisplayName", "folder")
-
-
-def format_table(results: list[dict], width: int = 40) -> str:
-    """Search results as the table `vestis search` prints: per query its input, then one line per result
-    (rank, score, id, a few metadata columns, path)."""
-    lines = []
-    for r in results:
-        lines.append(str(r["input"]))
-        if "error" in r:
-            lines.append(f"  ERROR: {r['error']}")
-            continue
-        rows = r["results"]
-        if not rows:
-            lines.append("  (no results)")
-            continue
-        meta = [c for c in rows[0] if c not in ("id", "path", "score")]
-        shown = [c for c in _PREFERRED if c in meta][:4] or meta[:4]
-        cells = [["#", "score", "id", *shown, "path"]]
-        for n, row in enumerate(rows, 1):
-            vals = [str(row.get(c) if row.get(c) is not None else "-")[:width] for c in shown]
-            cells.append([str(n), f"{row['score']:.4f}", str(row["id"]), *vals, row["path"]])
-        widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
-        lines += [
-            "  " + "  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip() for c in cells
-        ]
-    return "\n".join(lines)

@@ -11,7 +11,11 @@ import numpy as np
 from matplotlib.figure import Figure  # Figure + savefig renders with Agg; no pyplot, no display needed
 from PIL import Image
 
+from .confusion import MAX_PLOT_CLASSES, frequent_classes, top_confusions, write_confusion_csv
+from .consistency import hierarchy_markdown
 from .metrics import compute_metrics, fmt_value, most_confident_errors
+from .summary import summary_markdown, summary_rows
+from .unseen import unseen_markdown
 
 MAX_ANNOTATED_CLASSES = 60
 N_ERRORS = 16
@@ -19,14 +23,21 @@ MAX_SKIPPED_LISTED = 100
 
 
 def plot_confusion(
-    confusion: list[list[int]], class_names: list[str], path: Path, normalize: bool = True, title: str = ""
+    confusion: list[list[int]],
+    class_names: list[str],
+    path: Path,
+    normalize: bool = True,
+    title: str = "",
+    row_totals=None,
 ) -> Path:
-    """Confusion matrix heat map (rows = true): colours row-normalised, cells annotated with raw counts."""
+    """Confusion matrix heat map (rows = true): colours row-normalised, cells annotated with raw counts.
+    ``row_totals``: each row's count in the full matrix when this is a part of it (the row fractions then
+    stay fractions of the whole class)."""
     cm = np.asarray(confusion, dtype=np.int64)
     C = len(class_names)
     if cm.shape != (C, C):
         raise ValueError(f"confusion has shape {cm.shape}, expected ({C}, {C}) for {C} class names")
-    rows = cm.sum(axis=1, keepdims=True)
+    rows = cm.sum(axis=1, keepdims=True) if row_totals is None else np.asarray(row_totals).reshape(C, 1)
     colour = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0) if normalize else cm.astype(float)
 
     side = min(max(5.0, 0.35 * C + 2.5), 40.0)
@@ -130,7 +141,55 @@ def _json_default(obj):
     return str(obj)
 
 
-def _head_section(head: str, m: dict, errors: list[dict], files: dict[str, str]) -> list[str]:
+def _confusion_png(m: dict, names: list[str], path: Path, head: str, split: str) -> str:
+    """The heat map, limited to the most frequent classes when there are too many to read; returns the
+    caption."""
+    keep = frequent_classes(m["confusion"], MAX_PLOT_CLASSES)
+    if keep is None:
+        plot_confusion(m["confusion"], names, path, title=f"{head} ({split})")
+        return f"confusion matrix for {head}"
+    cm = np.asarray(m["confusion"])
+    what = f"the {len(keep)} most frequent of {len(names)} classes"
+    plot_confusion(
+        cm[np.ix_(keep, keep)],
+        [names[i] for i in keep],
+        path,
+        title=f"{head} ({split}): {what}",
+        row_totals=cm.sum(axis=1)[keep],
+    )
+    return f"confusion matrix for {head}, {what} (all in the CSV)"
+
+
+def _confusions_md(m: dict, files: dict[str, str], caption: str) -> list[str]:
+    out = [
+        f"![{caption}]({files['confusion']})",
+        "",
+        f"Full matrix: [{files['csv']}]({files['csv']}) (rows = true, columns = predicted).",
+        "",
+    ]
+    if m["top_confusions"]:
+        out += [
+            f"### Top confusions ({len(m['top_confusions'])})",
+            "",
+            "| true | predicted | count | share of true class |",
+            "|---|---|---:|---:|",
+        ]
+        out += [
+            f"| {_cell(c['true'])} | {_cell(c['pred'])} | {c['count']} | {c['share']:.1%} |"
+            for c in m["top_confusions"]
+        ]
+        out.append("")
+    return out
+
+
+def _head_section(
+    head: str,
+    m: dict,
+    errors: list[dict],
+    files: dict[str, str],
+    caption: str = "",
+    unseen: dict | None = None,
+) -> list[str]:
     top_k = "".join(f" | top-{k} {v:.4f}" for k, v in m["top_k"].items())
     out = [
         f"## Head `{head}`",
@@ -149,13 +208,11 @@ def _head_section(head: str, m: dict, errors: list[dict], files: dict[str, str])
         )
     for label, key in (("**macro avg**", "macro_avg"), ("**weighted avg**", "weighted_avg")):
         out.append(f"| {label} | {m['n']} | " + " | ".join(fmt_value(m[key][k]) for k in cols) + " |")
-    out += [
-        "",
-        f"![confusion matrix for {head}]({files['confusion']})",
-        "",
-        f"### Most confidently wrong ({len(errors)})",
-        "",
-    ]
+    out.append("")
+    if unseen:
+        out += unseen_markdown(head, unseen)
+    out += _confusions_md(m, files, caption or f"confusion matrix for {head}")
+    out += [f"### Most confidently wrong ({len(errors)})", ""]
     if errors:
         out += [
             f"![most confidently wrong for {head}]({files['errors']})",
@@ -180,6 +237,8 @@ def write_report(
     extra: dict | None = None,
     explain=None,
     n_explain: int = 0,
+    unseen: dict | None = None,
+    hierarchy: dict | None = None,
 ) -> dict:
     """Write metrics.json, confusion_{head}.png, errors_{head}.png and report.md into out_dir.
 
@@ -187,12 +246,17 @@ def write_report(
     skipped: objects with .item/.reason (vestis.data.types.Skipped) or dicts with those keys.
     explain: ``(paths, head, class indices) -> [overlay uint8 image or None, ...]``: the first ``n_explain``
     most confidently wrong images are drawn as Grad-CAM overlays of their predicted class.
-    Returns the metrics.json content: {"split", "heads": {head: metrics}, "skipped": [...], **extra}.
+    unseen: head -> :func:`vestis.evaluate.unseen.unseen_report` (images whose label the model never saw);
+    hierarchy: :func:`vestis.evaluate.consistency.hierarchy_report`.
+    Each head also gets confusion_{head}.csv (the full matrix) and ``top_confusions`` in its metrics; the
+    PNG shows the most frequent classes when there are more than ``MAX_PLOT_CLASSES``.
+    Returns the metrics.json content: {"split", "summary": [one row per head], "heads": {head: metrics},
+    "unseen": {head: ...}, "hierarchy": {...} (when given), "skipped": [...], **extra}.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped_list = [_skipped(s) for s in (skipped or [])]
-    clash = {"split", "heads", "skipped"} & set(extra or {})
+    clash = {"split", "summary", "heads", "unseen", "hierarchy", "skipped"} & set(extra or {})
     if clash:
         raise ValueError(f"extra must not override reserved metrics.json keys: {sorted(clash)}")
 
@@ -202,9 +266,16 @@ def write_report(
         paths = [str(p) for p in r["paths"]]
         if len(paths) != len(y_true):
             raise ValueError(f"head {head!r}: {len(paths)} paths but {len(y_true)} labels")
-        m = r.get("metrics") or compute_metrics(y_true, probs, names)
-        files = {"confusion": f"confusion_{_safe(head)}.png", "errors": f"errors_{_safe(head)}.png"}
-        plot_confusion(m["confusion"], names, out_dir / files["confusion"], title=f"{head} ({split})")
+        m = dict(r.get("metrics") or compute_metrics(y_true, probs, names))
+        m["top_confusions"] = top_confusions(m["confusion"], names)
+        stem = _safe(head)
+        files = {
+            "confusion": f"confusion_{stem}.png",
+            "csv": f"confusion_{stem}.csv",
+            "errors": f"errors_{stem}.png",
+        }
+        caption = _confusion_png(m, names, out_dir / files["confusion"], head, split)
+        write_confusion_csv(m["confusion"], names, out_dir / files["csv"])
         errors = [
             {
                 "path": paths[i],
@@ -224,15 +295,20 @@ def write_report(
             gallery = errors
         plot_gallery(gallery, out_dir / files["errors"], title=title)
         heads[head] = m
-        sections += _head_section(head, m, errors, files)
+        sections += _head_section(head, m, errors, files, caption, (unseen or {}).get(head))
 
-    payload = {"split": split, "heads": heads, "skipped": skipped_list, **(extra or {})}
+    summary = summary_rows(heads, {h: len(r["class_names"]) for h, r in results.items()}, unseen, hierarchy)
+    payload = {"split": split, "summary": summary, "heads": heads, "unseen": unseen or {}}
+    if hierarchy is not None:
+        payload["hierarchy"] = hierarchy
+    payload.update({"skipped": skipped_list, **(extra or {})})
     text = json.dumps(payload, indent=2, default=_json_default)
     (out_dir / "metrics.json").write_text(text + "\n", encoding="utf-8")
 
     md = [
         f"# Evaluation report: split `{split}`",
         "",
+        *summary_markdown(summary),
         f"- heads: {len(heads)} ({', '.join(f'`{h}`' for h in heads)})",
         *(f"- samples for `{h}`: {m['n']}" for h, m in heads.items()),
         f"- skipped inputs: {len(skipped_list)}",
@@ -241,6 +317,11 @@ def write_report(
         f"- {_cell(k)}: {_cell(json.dumps(v, default=_json_default))[:200]}" for k, v in (extra or {}).items()
     ]
     md.append("")
+    missing = sorted(set(unseen or {}) - set(heads))
+    for head in missing:  # a head with nothing known to score still reports its unseen labels
+        md += [f"## Head `{head}`", "", *unseen_markdown(head, unseen[head])]
+    if hierarchy is not None:
+        md += hierarchy_markdown(hierarchy)
     if skipped_list:
         md += ["## Skipped inputs", "", "| item | reason |", "|---|---|"]
         md += [f"| {_cell(s['item'])} | {_cell(s['reason'])} |" for s in skipped_list[:MAX_SKIPPED_LISTED]]

@@ -11,8 +11,11 @@ import numpy as np
 
 from vestis.data import Skipped, load_dataset
 from vestis.engine.features import infer_cached
+from vestis.evaluate.consistency import hierarchy_line, hierarchy_report, hierarchy_table
 from vestis.evaluate.metrics import compute_metrics, format_table
 from vestis.evaluate.report import write_report
+from vestis.evaluate.summary import summary_lines
+from vestis.evaluate.unseen import unseen_report
 from vestis.models.run_config import resolve_data_load
 
 
@@ -84,29 +87,18 @@ def evaluate_runner(
         progress=not quiet,
     )
     skipped = [Skipped(str(samples[i].path), r) for i, r in sorted(got.errors.items())]
-    results, notes = {}, []
-    for head, classes in runner.classes.items():
-        index = {c: k for k, c in enumerate(classes)}
-        keep = [i for i, s in enumerate(samples) if got.ok[i] and s.labels.get(head) in index]
-        unknown = [s for i, s in enumerate(samples) if got.ok[i] and s.labels.get(head) not in index]
-        if unknown:
-            labels = sorted({str(s.labels.get(head)) for s in unknown})
-            notes.append(
-                f"{head}: {len(unknown)} images with labels the model does not know were not scored: "
-                f"{labels[:10]}"
-            )
-        if not keep:
-            notes.append(f"{head}: nothing to score")
-            continue
-        y = np.array([index[samples[i].labels[head]] for i in keep])
-        p = got.probs[head][keep]
-        results[head] = {
-            "metrics": compute_metrics(y, p, classes),
-            "class_names": classes,
-            "paths": [str(samples[i].path) for i in keep],
-            "y_true": y,
-            "probs": p,
-        }
+    notes: list[str] = []
+    table, table_source, hierarchy = _hierarchy(card, runner.classes, run_dir, notes)
+    results, unseen = _score(samples, got, runner.classes, table, notes)
+    if table_source is not None:
+        ok = np.flatnonzero(got.ok)
+        hierarchy = hierarchy_report(
+            table,
+            table_source,
+            {h: got.probs[h][ok] for h in runner.classes},
+            runner.classes,
+            {h: [samples[i].labels.get(h) for i in ok] for h in runner.classes},
+        )
     out = Path(out) if out is not None else Path("runs") / f"eval-{name}-{split}"
     explainer = _gallery_explainer(runner, run_dir, notes) if explain > 0 else None
     report = write_report(
@@ -123,6 +115,8 @@ def evaluate_runner(
         },
         explain=explainer,
         n_explain=explain,
+        unseen=unseen,
+        hierarchy=hierarchy,
     )
     if not quiet:
         for head, r in results.items():
@@ -132,7 +126,90 @@ def evaluate_runner(
         if skipped:
             print(f"skipped {len(skipped)} unreadable images (see {out / 'report.md'})")
         print(f"report: {out / 'report.md'}")
+        for line in summary_lines(report["summary"], split):
+            print(line)
+        line = hierarchy_line(report.get("hierarchy") or {})
+        if line:
+            print(line)
     return report
+
+
+def _score(samples, got, classes: dict[str, list[str]], table: dict | None, notes: list[str]):
+    """(results per head for write_report, unseen-label reports per head). Images whose label the model has
+    no class for are scored apart (:func:`unseen_report`), images without a label for a head are counted in
+    a note; neither enters that head's metrics."""
+    results, unseen = {}, {}
+    implied = _implied(table)
+    for head, names in classes.items():
+        index = {c: k for k, c in enumerate(names)}
+        keep = [i for i, s in enumerate(samples) if got.ok[i] and s.labels.get(head) in index]
+        new = [
+            i
+            for i, s in enumerate(samples)
+            if got.ok[i] and s.labels.get(head) is not None and s.labels[head] not in index
+        ]
+        missing = sum(bool(got.ok[i]) and s.labels.get(head) is None for i, s in enumerate(samples))
+        if missing:
+            notes.append(f"{head}: {missing} images without a {head} label were not scored for it")
+        if keep:
+            y = np.array([index[samples[i].labels[head]] for i in keep])
+            p = got.probs[head][keep]
+            results[head] = {
+                "metrics": compute_metrics(y, p, names),
+                "class_names": names,
+                "paths": [str(samples[i].path) for i in keep],
+                "y_true": y,
+                "probs": p,
+            }
+            correct = int((p.argmax(axis=1) == y).sum())
+        else:
+            notes.append(f"{head}: nothing to score")
+            correct = 0
+        if new:
+            labels = sorted({str(samples[i].labels[head]) for i in new})
+            notes.append(
+                f"{head}: {len(new)} images with labels the model never saw in training ({labels[:10]}): "
+                "scored apart (report.md, metrics.json 'unseen')"
+            )
+            p = got.probs[head][new]
+            parent = None
+            if head in implied:
+                coarse, mapping = implied[head]
+                parent = {
+                    "head": coarse,
+                    "implied": [mapping.get(names[k]) for k in p.argmax(axis=1)],
+                    "true": [samples[i].labels.get(coarse) for i in new],
+                }
+            unseen[head] = unseen_report(
+                [str(samples[i].labels[head]) for i in new], p, names, len(keep), correct, parent
+            )
+    return results, unseen
+
+
+def _implied(table: dict | None) -> dict[str, tuple[str, dict]]:
+    """head -> (the next coarser head of the chain, {value: the coarser value it implies})."""
+    chain = (table or {}).get("chain", [])
+    return {
+        fine: (chain[j + 1], {c[j]: c[j + 1] for c in table["combos"]}) for j, fine in enumerate(chain[:-1])
+    }
+
+
+def _hierarchy(card: dict, classes: dict, run_dir, notes: list[str]):
+    """(the hierarchy table or None, where it came from or None, the report's hierarchy section when it is
+    known already: None for a model with one head, a note when no table can be had)."""
+    heads = list(classes)
+    if len(heads) < 2:
+        return None, None, None
+
+    def load_train():
+        return evaluation_samples(card, "train", run_dir=run_dir)[0]
+
+    try:
+        table, source = hierarchy_table(card, heads, load_train)
+    except (ValueError, FileNotFoundError) as e:
+        notes.append(f"hierarchy: not checked: {e}")
+        return None, None, {"source": "none", "chain": [], "note": str(e)}
+    return table, source, None
 
 
 def _gallery_explainer(runner, run_dir, notes: list[str]):

@@ -107,7 +107,10 @@ def test_a_save_after_another_writer_is_refused_and_edit_does_not_save_on_error(
     b.add(_vec(2, 0), paths=["b.jpg"], columns={"writer": ["b"]})
     with pytest.raises(IndexConflict, match="another process changed this index since it was opened"):
         b.save()
-    b.save(tmp_path / "copy")  # another directory is fine
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / ".lock").write_text("")  # left by a writer that died before its first save
+    b.save(tmp_path / "copy")  # another directory is fine, and one holding only a lock file
+    assert "b.jpg" in Index.open(tmp_path / "copy").paths
     a.remove([0])
     a.save()  # its own generation: fine again
     with pytest.raises(KeyError), Index.edit(d) as index:

@@ -13,7 +13,7 @@ import numpy as np
 
 from vestis.engine.features import extract_features
 from vestis.engine.infer import image_set, l2_normalize, run_batches
-from vestis.index.files import LOCK_TIMEOUT
+from vestis.index.files import LOCK_TIMEOUT, check_target
 from vestis.index.store import Index, IndexFileError, ModelMismatch
 from vestis.predict import _folder_images, resolve_inputs
 
@@ -202,8 +202,10 @@ def build_index(
     from vestis.index import shards
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "index.json").exists())):
-        raise ValueError(f"--out {out}: exists and is not an index directory; choose a new directory")
+    try:
+        check_target(out)
+    except ValueError as e:
+        raise ValueError(f"--out {e}") from None
     rank, world = 0, shards.world_size()
     if world > 1:
         rank, world, device = shards.start(device)

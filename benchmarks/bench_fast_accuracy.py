@@ -47,6 +47,7 @@ def main() -> None:
         sel = json.loads((run / "train_log.json").read_text()).get("selected") or model.card[
             "train_config"
         ].get("selected", {})
+        sel = sel.get("label", sel)  # per head since issue #10
         rows.append((b, sel, val["top1"], val["macro_f1"], test["top1"], test["macro_f1"], train_s))
         print(f"{b}: val {val['top1']:.4f} test {test['top1']:.4f} ({train_s:.0f}s)", flush=True)
     print(

@@ -12,6 +12,7 @@ Loading an ``.onnx`` file never imports torch."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,20 @@ class Model:
     def metrics(self) -> dict:
         return dict(self.card.get("metrics") or {})
 
+    @property
+    def hierarchy(self) -> dict | None:
+        """The label hierarchy learned from the training data (:func:`vestis.data.hierarchy.learn_hierarchy`,
+        stored in the card as ``train_config.hierarchy``), or None."""
+        return (self.card.get("train_config") or {}).get("hierarchy")
+
+    def _table(self, consistent: bool) -> dict | None:
+        if consistent and not self.hierarchy:
+            name = self.source or "the bundled model"
+            warnings.warn(
+                f"{name} stores no label hierarchy: consistent decoding changes nothing", stacklevel=3
+            )
+        return self.hierarchy if consistent else None
+
     def predict_iter(
         self,
         inputs: str | list[str],
@@ -85,10 +100,16 @@ class Model:
         progress: bool = False,
         timeout: float = 10.0,
         max_bytes: int = 20 * 2**20,
+        consistent: bool = False,
     ) -> Iterator[dict]:
         """One result per image, in input order, as soon as it is ready: ``{"input", "predictions": {HEAD:
         [{"label", "score"}, ...]}}`` or ``{"input", "error"}`` (a bad input never stops the others).
-        ``inputs``: files, folders (recursive), globs, http(s) URLs."""
+        ``inputs``: files, folders (recursive), globs, http(s) URLs. ``consistent``: decode the heads of the
+        model's label hierarchy jointly (:attr:`hierarchy`; the combinations seen in training only)."""
+        if not self.runner.classes:
+            raise ValueError(
+                f"{self.source}: this model has no heads (a backbone export): it can embed, not predict"
+            )
         cfg = PredictConfig(
             top_k=top_k,
             batch_size=batch_size,
@@ -97,6 +118,7 @@ class Model:
             max_bytes=max_bytes,
             tta=tta,
             progress=progress,
+            hierarchy=self._table(consistent),
         )
         return predict(self.runner, _as_list(inputs), cfg)
 
@@ -104,9 +126,11 @@ class Model:
         """All of :meth:`predict_iter` as a list (the ``vestis predict --json`` lines)."""
         return list(self.predict_iter(inputs, top_k=top_k, **options))
 
-    def predict_images(self, images: list, top_k: int = 3, tta: bool = False) -> list[dict]:
+    def predict_images(
+        self, images: list, top_k: int = 3, tta: bool = False, consistent: bool = False
+    ) -> list[dict]:
         """In memory (PIL images or encoded bytes): ``{"predictions": ...}`` or ``{"error": ...}`` each."""
-        return predict_images(self.runner, images, top_k=top_k, tta=tta)
+        return predict_images(self.runner, images, top_k=top_k, tta=tta, hierarchy=self._table(consistent))
 
     def embed_items(
         self,
@@ -298,6 +322,8 @@ def train(
     from vestis.train import TrainConfig
     from vestis.train import train as run_training
 
-    cfg = TrainConfig.from_dict({"data": str(data), "out": str(out), "mode": mode, **options})
+    cfg = TrainConfig.from_dict(
+        {"data": str(data), "out": str(out), "mode": mode, "runtime": runtime, **options}
+    )
     summary = run_training(cfg)
     return load(summary["out"], runtime=runtime, device=cfg.device, cache_dir=cfg.cache_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import fields
 
@@ -17,7 +18,12 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--images", help="catalogue CSV: directory holding the images (default: images/ beside the CSV)"
     )
-    p.add_argument("--label", dest="labels", action="append", help="label column (repeat for several heads)")
+    p.add_argument(
+        "--label",
+        dest="labels",
+        action="append",
+        help="label column; several heads: a,b,c or repeat the option",
+    )
     p.add_argument("--split", help="split rule for catalogues: year:even (even years train, odd years test)")
     p.add_argument(
         "--val", type=float, default=0.1, help="validation share when the data has no validation split"
@@ -65,7 +71,37 @@ def _add_train(sub) -> None:
         "--no-cache", dest="cache", action="store_false", help="do not read or write the feature cache"
     )
     p.add_argument("--cache-dir", help="feature cache directory (default: $VESTIS_CACHE or ~/.cache/vestis)")
-    p.add_argument("--min-per-class", type=int, default=1, help="drop classes with fewer training images")
+    p.add_argument(
+        "--min-count",
+        "--min-per-class",
+        dest="min_per_class",
+        type=int,
+        default=1,
+        help="classes with fewer training images are dropped or folded (--rare)",
+    )
+    p.add_argument(
+        "--rare",
+        choices=("drop", "fold"),
+        default="drop",
+        help="what --min-count does: drop the rare classes from the head, or fold them into one class 'other'",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="feature extraction runtime (auto: ONNX Runtime fp32 on a CPU, when installed)",
+    )
+    p.add_argument(
+        "--select-head", help="finetune: select epochs on this head's score (default: the mean over heads)"
+    )
+    p.add_argument(
+        "--loss-weight",
+        dest="loss_weights",
+        action="append",
+        type=_head_weight,
+        metavar="HEAD=W",
+        help="finetune: a head's loss weight (default 1; repeat for several heads)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     _add_finetune(p)
     p.set_defaults(func=_train, _config_fields={f.name for f in fields(TrainConfig)})
@@ -116,10 +152,24 @@ def _add_finetune(p) -> None:
     g.add_argument("--resume", metavar="RUN", help="continue an interrupted finetune run from RUN/last")
 
 
+def _head_weight(text: str) -> tuple[str, float]:
+    head, sep, value = text.partition("=")
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = -1.0
+    if not sep or not head.strip() or weight < 0:
+        raise argparse.ArgumentTypeError(f"expected HEAD=WEIGHT with a weight >= 0, got {text!r}")
+    return head.strip(), weight
+
+
 def _train(args) -> int:
     from vestis.train import TrainConfig, train
 
-    cfg = TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in args._config_fields})
+    options = {k: v for k, v in vars(args).items() if k in args._config_fields}
+    if options.get("loss_weights") is not None:
+        options["loss_weights"] = dict(options["loss_weights"])
+    cfg = TrainConfig.from_dict(options)
     summary = train(cfg)
     if cfg.quiet:
         print(json.dumps({"out": summary["out"], "validation": summary["metrics"].get("validation", {})}))

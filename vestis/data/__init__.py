@@ -6,6 +6,7 @@ from pathlib import Path
 
 from vestis.data.folders import assign_splits, read_folder
 from vestis.data.images import ImageError, load_image
+from vestis.data.rare import fold_rare_classes
 from vestis.data.types import DataSet, Sample, Skipped, data_fingerprint
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Skipped",
     "assign_splits",
     "data_fingerprint",
+    "fold_rare_classes",
     "load_dataset",
     "load_image",
     "read_folder",
@@ -23,12 +25,13 @@ __all__ = [
 
 def load_dataset(source: str | Path, images: str | Path | None = None, labels: list[str] | None = None,
                  val: float = 0.1, test: float = 0.1, seed: int = 0, split: str | None = None,
-                 **catalog_options) -> DataSet:  # fmt: skip
+                 fold_rare: int = 0, **catalog_options) -> DataSet:  # fmt: skip
     """A folder tree or a catalogue CSV, with every sample given a split.
 
     ``split``: None (folder splits, else a seeded stratified split) or 'year:even' (catalogues: even years
     train, odd years test; validation is then carved from train). ``catalog_options`` go to
-    :func:`vestis.data.catalog.read_catalog` (id_column, path_column, pattern, na_values)."""
+    :func:`vestis.data.catalog.read_catalog` (id_column, path_column, pattern, na_values). ``fold_rare``: classes
+    with fewer training images than this become one class ``other`` in every split (:func:`~vestis.data.rare.fold_rare_classes`)."""
     source = Path(source)
     if source.is_dir():
         if catalog_options:
@@ -50,4 +53,5 @@ def load_dataset(source: str | Path, images: str | Path | None = None, labels: l
         raise ValueError(f"{source}: expected an image folder or a catalogue .csv")
     if split and not split.startswith("year:"):
         raise ValueError(f"unknown split rule {split!r}; known: year:even")
-    return assign_splits(ds, val=val, test=test, seed=seed)
+    ds = assign_splits(ds, val=val, test=test, seed=seed)
+    return fold_rare_classes(ds, fold_rare) if fold_rare > 1 else ds

@@ -175,7 +175,7 @@ def _run(runner, x: np.ndarray, batch_size: int) -> tuple[dict[str, np.ndarray],
 
 
 def _max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    return max(float(np.abs(a[h] - b[h]).max(initial=0.0)) for h in a)
+    return max((float(np.abs(a[h] - b[h]).max(initial=0.0)) for h in a), default=0.0)
 
 
 def _parity(model, onnx_runner, parity: list | None, batch_size: int, workers, progress):
@@ -221,6 +221,7 @@ def export_onnx(
     source: str | None = None,
     activations: str = "uint8",
     max_calibration: int = MAX_CALIBRATION,
+    features_only: bool = False,
 ) -> dict:
     """Write ``model`` (a :class:`~vestis.models.heads.VestisModel`) to ``out`` as ONNX, atomically; return a
     report (below). An :class:`~vestis.models.ensemble.Ensemble` is refused (export one model at a time).
@@ -232,6 +233,8 @@ def export_onnx(
     per tensor, MinMax ranges) calibrated on ``calibration`` (paths of training images, decoded by the
     engine's loader to the model's crops; a seeded sample of ``max_calibration`` when there are more). The
     fp32 model is exported first, to a temporary file, and quantised; ``out`` is the int8 file.
+    ``features_only``: a model without heads may be exported (its graph computes the embedding only; fast-mode
+    training and the index run backbones this way).
     ``validation``: ``(paths, {head: class name per path})``; with ``int8``, top-1 of the fp32 and the int8
     model on them (by :func:`vestis.engine.infer.infer`) is measured and stored (ignored without ``int8``).
 
@@ -255,7 +258,7 @@ def export_onnx(
         raise ValueError("int8 export needs calibration images (paths of training images)")
     if activations not in ("uint8", "int8"):
         raise ValueError(f"activations must be 'uint8' or 'int8', got {activations!r}")
-    if not model.classes:
+    if not model.classes and not features_only:
         raise ValueError("the model has no heads: nothing to export")
     if int8 and validation is not None:
         check_validation(validation, model.classes)

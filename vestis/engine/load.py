@@ -142,3 +142,34 @@ def load_runner(
     model, config = load_models(srcs)
 
     return TorchRunner(model, device, precision), config
+
+
+def feature_runner(
+    model, device="auto", precision: str = "auto", runtime: str = "auto", cache_dir=None, quiet: bool = True
+):
+    """A runner for ``model``'s pooled backbone features (its heads are not used): fast-mode training, the
+    fine-tuning probe and the index embed many images through it. ``runtime='auto'`` runs ONNX Runtime fp32
+    on the CPU, as :func:`load_runner` does (the backbone is exported once into the cache, keyed by its exact
+    weights and preprocessing; fp32 features of both runtimes share the feature cache), PyTorch otherwise."""
+    _check(runtime, precision)
+    device = str(device)  # also a torch.device
+    if _want_onnx(runtime, precision, device, 1):
+        from vestis.engine.ort_runner import OnnxRunner
+        from vestis.engine.torch_runner import backbone_key
+
+        path = onnx_cache_dir(cache_dir) / f"backbone-{backbone_key(model, 'fp32')}.onnx"
+        if not path.is_file():
+            from vestis.engine.export import export_onnx
+            from vestis.models.heads import VestisModel
+
+            bare = VestisModel(
+                model.backbone, model.backbone_name, model.preprocess, {}, model.head_cfg, model.pretrained
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not quiet:
+                print(f"exporting the backbone to ONNX once (cached in {path.parent})", flush=True)
+            export_onnx(bare, path, source=model.backbone_name, features_only=True)
+        return OnnxRunner(path, device="cpu" if device == "auto" else device)
+    from vestis.engine.torch_runner import TorchRunner
+
+    return TorchRunner(model, device, precision)

@@ -98,7 +98,7 @@ def _parse_card(meta: dict, path: Path) -> dict:
             f"{path}: written by a newer vestis (metadata format {fmt}); upgrade vestis to run it"
         )
     heads = card.get("heads")
-    if not isinstance(heads, dict) or not heads:
+    if not isinstance(heads, dict):  # empty: a backbone exported for its features only
         raise bad('"heads" must map each head to its class names')
     for head, classes in heads.items():
         if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):

@@ -24,7 +24,8 @@ class VestisModel(nn.Module):
     """Backbone + a dict of heads. ``forward`` returns ``{head: logits}``."""
 
     def __init__(self, backbone: nn.Module, backbone_name: str, preprocess: Preprocess,
-                 heads: dict[str, list[str]], head_cfg: HeadConfig, pretrained: bool):  # fmt: skip
+                 heads: dict[str, list[str]], head_cfg: HeadConfig, pretrained: bool,
+                 head_cfgs: dict[str, HeadConfig] | None = None):  # fmt: skip
         super().__init__()
         self.backbone = backbone
         self.backbone_name = backbone_name
@@ -33,21 +34,28 @@ class VestisModel(nn.Module):
         self.pretrained = pretrained
         self.num_features = int(backbone.num_features)
         self.classes: dict[str, list[str]] = {}
+        # heads whose configuration differs from ``head_cfg`` (fast mode chooses each head's type on validation)
+        self.head_cfgs: dict[str, HeadConfig] = {}
         self._keys: dict[str, str] = {}
         self.heads = nn.ModuleDict()
         for name, classes in heads.items():
-            self.add_head(name, classes)
+            self.add_head(name, classes, cfg=(head_cfgs or {}).get(name))
 
-    def add_head(self, name: str, classes: list[str], module: nn.Module | None = None) -> None:
-        """Add (or replace) head ``name``. Heads are stored under positional keys (h0, h1, ...), so any
-        label column name works, even ones like 'type' that clash with module attributes."""
+    def add_head(
+        self, name: str, classes: list[str], module: nn.Module | None = None, cfg: HeadConfig | None = None
+    ) -> None:
+        """Add (or replace) head ``name`` (built from ``cfg``, default the model's ``head_cfg``, unless a
+        ready ``module`` of that configuration is given). Heads are stored under positional keys (h0, h1, ...),
+        so any label column name works, even ones like 'type' that clash with module attributes."""
         if len(classes) < 2:
             raise ValueError(f"head {name!r} needs at least 2 classes, got {classes}")
+        cfg = cfg or self.head_cfg
+        self.head_cfgs.pop(name, None)
+        if cfg != self.head_cfg:
+            self.head_cfgs[name] = cfg
         key = self._keys.setdefault(name, f"h{len(self._keys)}")
         self.classes[name] = list(classes)
-        self.heads[key] = (
-            module if module is not None else make_head(self.num_features, len(classes), self.head_cfg)
-        )
+        self.heads[key] = module if module is not None else make_head(self.num_features, len(classes), cfg)
 
     def head(self, name: str) -> nn.Module:
         return self.heads[self._keys[name]]

@@ -183,12 +183,15 @@ def create_model(
     heads: dict[str, list[str]] | None = None,
     pretrained: bool = True,
     head: HeadConfig | None = None,
+    head_cfgs: dict[str, HeadConfig] | None = None,
 ) -> VestisModel:
     """The model every stage uses: a backbone, one classification head per label column, and its preprocessing.
 
-    ``heads`` maps a head name (label column) to its class names; ``None`` gives a feature extractor only."""
+    ``heads`` maps a head name (label column) to its class names; ``None`` gives a feature extractor only.
+    ``head`` configures every head but those named in ``head_cfgs``."""
     net, pre = create_backbone(backbone, pretrained)
-    return VestisModel(net, canonical_name(backbone), pre, heads or {}, head or HeadConfig(), pretrained)
+    name = canonical_name(backbone)
+    return VestisModel(net, name, pre, heads or {}, head or HeadConfig(), pretrained, head_cfgs)
 
 
 def describe_backbones() -> str:

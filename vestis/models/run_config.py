@@ -30,6 +30,7 @@ KNOWN_KEYS = frozenset(
         "includes_backbone",
         "backbone_fingerprint",
         "head",
+        "head_types",
         "heads",
         "preprocess",
         "metrics",
@@ -210,6 +211,14 @@ def _check_config(config, path: Path) -> dict:
         _head_config(config["head"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f'{path}: bad "head": {e}') from None
+    types = config.setdefault("head_types", {})  # heads configured unlike "head" (format 2, optional)
+    if not isinstance(types, dict) or set(types) - set(config["heads"]):
+        raise CheckpointError(f'{path}: "head_types" must map some of the heads to a head configuration')
+    for h, d in types.items():
+        try:
+            _head_config(d)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f'{path}: bad "head_types" entry {h!r}: {e}') from None
     for key, default in (("pretrained", True), ("includes_backbone", False)):
         config.setdefault(key, default)
         if not isinstance(config[key], bool):

@@ -39,11 +39,15 @@ def _names(spaced: str) -> tuple[str, ...]:
 
 
 # options that may differ when a run is resumed and are not stored with it (they do not change its result)
-RUNTIME_FIELDS = _names("out workers device cache cache_dir quiet compile image_cache tensorboard resume")
+RUNTIME_FIELDS = _names(
+    "out workers device runtime cache cache_dir quiet compile image_cache tensorboard resume"
+)
 GROUPS: dict[str, tuple[str, ...]] = {
-    "dataset": _names("data images labels id_column path_column pattern split val test min_per_class"),
+    "dataset": _names("data images labels id_column path_column pattern split val test min_per_class rare"),
     "model": _names("backbone pretrained head hidden dropout native_size"),
-    "training": _names("seed loss label_smoothing epochs lr weight_decay select tta batch_size precision"),
+    "training": _names(
+        "seed loss label_smoothing epochs lr weight_decay select select_head loss_weights tta batch_size precision"
+    ),
     "fast": _names("c lbfgs_iter"),
     "finetune": _names(
         "backbone_lr_scale warmup_epochs min_lr_scale augment crop_scale erase train_size freeze freeze_bn mixup "
@@ -90,7 +94,10 @@ class TrainConfig:
     split: str | None = None  # None (folder splits / seeded split) or "year:even"
     val: float = 0.1  # validation share when the data has no validation split
     test: float = 0.1  # test share when the data has no splits at all
-    min_per_class: int = 1  # classes with fewer training images are dropped from that head (reported)
+    # classes with fewer training images (--min-count) are dropped from their head or, with rare="fold", folded
+    # into one class "other" (in every split, so evaluation scores them as "other"); either way reported
+    min_per_class: int = 1
+    rare: str = "drop"
     # -- model
     backbone: str = DEFAULT_BACKBONE
     pretrained: bool = True
@@ -109,6 +116,9 @@ class TrainConfig:
     # fast mode, MLP head: grid chosen on validation (default 1e-2); finetune: one AdamW value (0.05)
     weight_decay: list[float] | None = None
     select: str = "top1"  # validation metric for model selection: top1 or macro_f1
+    select_head: str | None = None  # finetune: select on this head's score (default: the mean over heads)
+    # finetune: each head's loss weight, e.g. {"baseColour": 2.0}; heads not named weigh 1
+    loss_weights: dict[str, float] | None = None
     tta: bool = True  # flip test-time augmentation (and flipped copies as training views in fast mode)
     batch_size: int = 64
     precision: str = "auto"  # fp32, bf16, auto (stored: bf16 changes the numbers a little)
@@ -141,6 +151,7 @@ class TrainConfig:
     out: str = "runs/train"
     workers: int | None = None
     device: str = "auto"
+    runtime: str = "auto"  # how features are computed (fast mode, the probe): auto (ONNX Runtime fp32 on a CPU), torch, onnx
     cache: bool = True
     cache_dir: str | None = None
     quiet: bool = False
@@ -150,6 +161,11 @@ class TrainConfig:
     resume: str | None = None  # a run directory to continue (its RUN/last state)
 
     def __post_init__(self):
+        if self.labels is not None:  # --label a,b as well as repeats
+            if isinstance(self.labels, str):
+                self.labels = [self.labels]
+            self.labels = [part.strip() for entry in self.labels for part in str(entry).split(",")]
+            self.labels = [x for x in self.labels if x]
         if self.epochs is None:
             self.epochs = 60 if self.mode == "fast" else 15
         if self.freeze_bn is None:
@@ -200,7 +216,17 @@ class TrainConfig:
                 "finetune takes one weight_decay value",
             ),
             (self.resume is None or self.mode == "finetune", "resume needs mode finetune"),
-            (not self.stages or self.mode == "finetune", "stages need mode finetune"),
+            (self.rare in ("drop", "fold"), "rare must be drop or fold"),
+            (self.runtime in ("auto", "torch", "onnx"), "runtime must be auto, torch or onnx"),
+            (all(w >= 0 for w in (self.loss_weights or {}).values()), "loss weights must be >= 0"),
+            (
+                self.labels is None or not set(self.loss_weights or {}) - set(self.labels),
+                f"loss_weights name heads that are not label columns: {sorted(self.loss_weights or {})}",
+            ),
+            (
+                self.select_head is None or self.labels is None or self.select_head in self.labels,
+                f"select_head {self.select_head!r} is not one of the label columns {self.labels}",
+            ),
             (
                 not self.stages or self.labels is None or len(self.labels) == 1,
                 "stages need a single label column",
@@ -227,6 +253,8 @@ class TrainConfig:
             seed=self.seed,
             split=self.split,
         )
+        if self.rare == "fold" and self.min_per_class > 1:
+            args["fold_rare"] = self.min_per_class
         if not Path(self.data).is_dir():
             args.update(id_column=self.id_column, path_column=self.path_column, pattern=self.pattern)
         return args
@@ -293,7 +321,7 @@ class TrainConfig:
 
 
 def _copy(value):
-    return list(value) if isinstance(value, list) else value
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
 
 
 _FIELDS = tuple(f.name for f in fields(TrainConfig))

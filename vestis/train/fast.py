@@ -1,12 +1,15 @@
 """Fast mode: a frozen pretrained backbone, cached pooled features, a linear or MLP head per label column.
 
-Head type and weight decay are chosen on the validation split; the test split is never looked at here."""
+Each head chooses its own type (linear or MLP) and regularisation on the validation split; the test split is
+never looked at here. With ``--stages top:20,rest`` (one label column) the first stage's head learns the 20
+most frequent classes and the last stage's head every class: both groups are scored on validation, and the
+first group's change between the stages is reported (the backbone is frozen, so each stage's head is fitted
+on the images of every class seen so far)."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ import numpy as np
 from vestis.data import load_dataset
 from vestis.data.resolution import record_native_size
 from vestis.engine.features import extract_features
+from vestis.engine.load import feature_runner
 from vestis.evaluate import compute_metrics, format_table, summarize
 from vestis.models.checkpoint import atomic_write_text, save_checkpoint
 from vestis.models.heads import HeadConfig
@@ -22,11 +26,51 @@ from vestis.runtime import pick_device
 from vestis.train.config import TrainConfig
 from vestis.train.probe import fit_head, head_probs
 from vestis.train.records import all_skipped, data_info, skipped_line, write_skipped
+from vestis.train.stages import group_effects, plan_stages, stage_groups
 
 
 def _say(cfg: TrainConfig, *msg) -> None:
     if not cfg.quiet:
         print(*msg, flush=True)
+
+
+def _plans(ds, feats, classes: dict[str, list[str]], trained: dict[str, set[str]], notes: list[str]) -> dict:
+    """Per head: (classes, training rows, validation rows, class index per sample (-1: none))."""
+    plans = {}
+    for head, cl in classes.items():
+        index = {c: k for k, c in enumerate(cl)}
+        y = np.array([index.get(s.labels.get(head), -1) for s in ds.samples])
+        tr = [
+            i
+            for i, s in enumerate(ds.samples)
+            if s.split == "train" and feats.ok[i] and s.labels.get(head) in trained[head]
+        ]
+        va = [i for i, s in enumerate(ds.samples) if s.split == "validation" and feats.ok[i] and y[i] >= 0]
+        plans[head] = (cl, np.array(tr, dtype=np.int64), np.array(va, dtype=np.int64), y)
+    return plans
+
+
+def _choose_heads(plans: dict, feats, cfg: TrainConfig, num_features: int, views, grid_log: list) -> dict:
+    """Each head's type and regularisation, chosen on its own validation score: {head: (module, HeadConfig,
+    knob, value, score)}."""
+    head_types = ["linear", "mlp"] if cfg.head == "auto" else [cfg.head]
+    chosen = {}
+    for head, (classes, tr, va, y) in plans.items():
+        va_x = feats.feats[va] if len(va) else np.zeros((0, len(views), num_features), np.float32)
+        for htype in head_types:
+            knob = "C" if htype == "linear" else "weight_decay"
+            for reg in cfg.linear_c if htype == "linear" else cfg.weight_decays:
+                hc = HeadConfig(htype, cfg.hidden, cfg.dropout)
+                fitted, score, steps = fit_head(
+                    feats.feats[tr], y[tr], va_x, y[va], len(classes), hc, cfg, reg
+                )
+                grid_log.append({"head": head, "type": htype, knob: reg, "val_score": score, "steps": steps})
+                _say(cfg, f"  {head:>16} {htype:>6} {knob}={reg:<7g} val {cfg.select}={score:.4f}")
+                if head not in chosen or score > chosen[head][4]:
+                    chosen[head] = (fitted, hc, knob, reg, score)
+        _, hc, knob, reg, score = chosen[head]
+        _say(cfg, f"{head}: selected on validation: head={hc.type} {knob}={reg:g} ({cfg.select} {score:.4f})")
+    return chosen
 
 
 def train_fast(cfg: TrainConfig) -> dict:
@@ -42,100 +86,90 @@ def train_fast(cfg: TrainConfig) -> dict:
         _say(cfg, f"native size {native[0]}x{native[1]} recorded: larger inputs are downscaled to it first")
     views = ("plain", "flip") if cfg.tta else ("plain",)
     paths = [s.path for s in ds.samples]
+    runner = feature_runner(model, device, cfg.precision, cfg.runtime, cfg.cache_dir, quiet=cfg.quiet)
     feats = extract_features(
-        model,
+        runner,
         paths,
         views=views,
         batch_size=cfg.batch_size,
         workers=cfg.workers,
-        precision=cfg.precision,
         cache=cfg.cache,
         cache_dir=cfg.cache_dir,
         progress=not cfg.quiet,
-        device=device,
     )
+    t_features = time.time() - t0
     unreadable = {str(paths[i]): r for i, r in feats.errors.items()}
     skipped = all_skipped(ds, unreadable)
     line = skipped_line(Path(cfg.out), ds, len(unreadable))
     if line:
         _say(cfg, line)
 
-    head_types = ["linear", "mlp"] if cfg.head == "auto" else [cfg.head]
-    plans, notes, grid_log = {}, [], []
-    for head in ds.heads:
-        lab = [s.labels.get(head) for s in ds.samples]
-        tr = [
-            i for i, s in enumerate(ds.samples) if s.split == "train" and feats.ok[i] and lab[i] is not None
-        ]
-        counts = Counter(lab[i] for i in tr)
-        classes = sorted(c for c, k in counts.items() if k >= cfg.min_per_class)
-        dropped = sorted(set(counts) - set(classes))
-        if dropped:
-            notes.append(
-                f"{head}: {len(dropped)} classes with < {cfg.min_per_class} training images dropped: {dropped[:10]}"
+    notes, grid_log, stage_results = [], [], []
+    stages = plan_stages(ds, cfg, notes)
+    for si, st in enumerate(stages):
+        if len(stages) > 1:
+            _say(
+                cfg, f"stage {st.name}: {', '.join(f'{h}: {len(c)} classes' for h, c in st.classes.items())}"
             )
-        if len(classes) < 2:
-            raise ValueError(f"head {head!r}: need at least 2 classes with training images, found {classes}")
-        index = {c: k for k, c in enumerate(classes)}
-        tr = [i for i in tr if lab[i] in index]
-        va_all = [
-            i
-            for i, s in enumerate(ds.samples)
-            if s.split == "validation" and feats.ok[i] and lab[i] is not None
-        ]
-        va = [i for i in va_all if lab[i] in index]
-        if len(va) < len(va_all):
-            unseen = sorted({lab[i] for i in va_all} - set(index))
-            notes.append(
-                f"{head}: {len(va_all) - len(va)} validation images of classes absent from training "
-                f"excluded from scoring: {unseen[:10]}"
-            )
-        y = np.array([index.get(x, -1) for x in lab])
-        plans[head] = (classes, np.array(tr), np.array(va), y)
+        trained = st.classes if si else st.train  # later stages: every class seen so far (see the docstring)
+        plans = _plans(ds, feats, st.classes, {h: set(c) for h, c in trained.items()}, notes)
+        chosen = _choose_heads(plans, feats, cfg, model.num_features, views, grid_log)
+        if len(stages) > 1 and si < len(stages) - 1:
+            h = ds.heads[0]
+            _, _, va, y = plans[h]
+            probs = head_probs(chosen[h][0], feats.feats[va])
+            groups = stage_groups(stages[: si + 1], y[va], probs, st.classes[h])
+            stage_results.append({"stage": st.name, "groups": groups})
+            _say(cfg, f"stage {st.name}, validation: {json.dumps(groups)}")
 
-    results: dict[tuple, dict] = {}
-    for htype in head_types:
-        for reg in cfg.linear_c if htype == "linear" else cfg.weight_decays:
-            hc = HeadConfig(htype, cfg.hidden, cfg.dropout)
-            for head, (classes, tr, va, y) in plans.items():
-                va_x = (
-                    feats.feats[va] if len(va) else np.zeros((0, len(views), model.num_features), np.float32)
-                )
-                fitted, score, steps = fit_head(
-                    feats.feats[tr], y[tr], va_x, y[va] if len(va) else y[:0], len(classes), hc, cfg, reg
-                )
-                knob = "C" if htype == "linear" else "weight_decay"
-                grid_log.append({"head": head, "type": htype, knob: reg, "val_score": score, "steps": steps})
-                _say(cfg, f"  {head:>16} {htype:>6} {knob}={reg:<7g} val {cfg.select}={score:.4f}")
-                results.setdefault((htype, reg), {})[head] = (fitted, score)
-    best_key = max(results, key=lambda k: np.mean([s for _, s in results[k].values()]))
-    knob = "C" if best_key[0] == "linear" else "weight_decay"
-    _say(cfg, f"selected on validation: head={best_key[0]} {knob}={best_key[1]:g}")
-
-    model.head_cfg = HeadConfig(best_key[0], cfg.hidden, cfg.dropout)
-    val_metrics = {}
-    for head, (classes, _tr, va, y) in plans.items():
-        model.add_head(head, classes, results[best_key][head][0])
+    first = chosen[ds.heads[0]][1]
+    model.head_cfg = first
+    val_metrics, selected = {}, {}
+    for head, (fitted, hc, knob, reg, _score) in chosen.items():
+        classes, _tr, va, y = plans[head]
+        model.add_head(head, classes, fitted, cfg=hc)
+        selected[head] = {"head": hc.type, knob: reg}
         if len(va):
             val_metrics[head] = compute_metrics(y[va], head_probs(model.head(head), feats.feats[va]), classes)
             _say(cfg, format_table(val_metrics[head], title=f"validation · {head}"))
+    summary_metrics = {"validation": {h: summarize(m) for h, m in val_metrics.items()}}
+    groups = None
+    if len(stages) > 1:
+        h = ds.heads[0]
+        _, _, va, y = plans[h]
+        final = stage_groups(stages, y[va], head_probs(model.head(h), feats.feats[va]), model.classes[h])
+        groups = {"final": final, "stages": stage_results, "effect": group_effects(final, stage_results)}
+        summary_metrics["groups"] = groups
+        for g, e in groups["effect"].items():
+            _say(
+                cfg,
+                f"group {g}: validation top-1 {e['top1_before']:.4f} after its stage, {e['top1_after']:.4f} at the end",
+            )
     for n in notes:
         _say(cfg, "note:", n)
 
     out = Path(cfg.out)
     data = data_info(cfg, ds, feats.digests, skipped=len(skipped))
-    summary_metrics = {"validation": {h: summarize(m) for h, m in val_metrics.items()}}
-    selected = {"head": best_key[0], knob: best_key[1]}
-    train_config = {**cfg.to_dict(), "selected": selected, "views": list(views)}
+    stored_groups = [{"stage": s.name, "classes": s.group} for s in stages] if len(stages) > 1 else None
+    train_config = {**cfg.to_dict(), "selected": selected, "views": list(views), "groups": stored_groups}
     save_checkpoint(out, model, metrics=summary_metrics, data=data, train_config=train_config)
     write_skipped(out, skipped)
-    log = {"grid": grid_log, "notes": notes, "seconds": round(time.time() - t0, 1)}
+    seconds = round(time.time() - t0, 1)
+    log = {
+        "grid": grid_log,
+        "notes": notes,
+        "selected": selected,
+        "groups": groups,
+        "seconds": seconds,
+        "seconds_features": round(t_features, 1),
+        "features_runtime": runner.name,
+    }
     atomic_write_text(out / "train_log.json", json.dumps(log, indent=1))
-    _say(cfg, f"saved {out} ({time.time() - t0:.0f}s)")
+    _say(cfg, f"saved {out} ({seconds:.0f}s: features {t_features:.0f}s with {runner.name})")
     return {
         "out": str(out),
         "metrics": summary_metrics,
-        "selected": best_key,
+        "selected": selected,
         "notes": notes,
         "skipped": len(skipped),
     }

@@ -229,7 +229,11 @@ def _train_epoch(run: Run, fit: Fit) -> tuple[float, int, dict]:
             loss = sum(z.float().sum() for z in out.values()) * 0.0
         else:
             ys = {h: torch.from_numpy(fit.ytr[h][idx]).to(run.device) for h in heads}
-            loss = sum(head_loss(fit.losses[h], out[h].float(), ys[h], perm, lam) for h in heads)
+            weights = cfg.loss_weights or {}
+            loss = sum(
+                weights.get(h, 1.0) * head_loss(fit.losses[h], out[h].float(), ys[h], perm, lam)
+                for h in heads
+            )
         fit.opt.zero_grad(set_to_none=True)
         loss.backward()
         fit.opt.step()
@@ -254,7 +258,7 @@ def _validate_and_save(
     eval_model = fit.ema.module if fit.ema is not None else run.model
     probs, ok, errs = predict_probs(eval_model, fit.val_images, run)
     run.bad.update({str(run.ds.samples[fit.va[j]].path): e for j, e in errs.items()})
-    val = score_heads(probs, ok, fit.yva, st.classes, cfg.select)
+    val = score_heads(probs, ok, fit.yva, st.classes, cfg.select, cfg.select_head)
     score = val["mean"]["score"] if val["mean"] else float(fit.stage_epoch)  # no validation data: the last
     improved = score > fit.best
     if improved:

@@ -92,8 +92,11 @@ def plot_history(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def score_heads(probs, ok, ys: dict[str, np.ndarray], classes: dict[str, list[str]], select: str) -> dict:
-    """Metrics per head on the rows with a known label; their means under 'mean'."""
+def score_heads(
+    probs, ok, ys: dict[str, np.ndarray], classes: dict[str, list[str]], select: str, head: str | None = None
+) -> dict:
+    """Metrics per head on the rows with a known label; their means under 'mean', whose 'score' (what selects
+    the epoch) is the mean of ``select`` over the heads, or ``head``'s own when one is named."""
     per_head = {}
     for h, y in ys.items():
         keep = ok & (y >= 0)
@@ -102,7 +105,7 @@ def score_heads(probs, ok, ys: dict[str, np.ndarray], classes: dict[str, list[st
     if not per_head:
         return {"heads": {}, "mean": None}
     mean = {k: float(np.mean([m[k] for m in per_head.values()])) for k in ("top1", "macro_f1", "log_loss")}
-    mean["score"] = mean[select]
+    mean["score"] = per_head[head][select] if head in per_head else mean[select]
     return {"heads": per_head, "mean": mean}
 
 

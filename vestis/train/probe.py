@@ -13,6 +13,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from vestis.engine.features import extract_features
+from vestis.engine.load import feature_runner
 from vestis.models.heads import HeadConfig, make_head
 from vestis.train.config import TrainConfig
 from vestis.train.losses import make_loss
@@ -148,15 +149,13 @@ def probe_heads(model, ds, tr: list[int], va: list[int], classes, cfg, device, s
     (chosen on ``va``); the features come from, and go to, the feature cache. Returns the unreadable images
     {sample index: reason}."""
     feats = extract_features(
-        model,
+        feature_runner(model, device, cfg.precision, cfg.runtime, cfg.cache_dir, quiet=cfg.quiet),
         [ds.samples[i].path for i in tr + va],
         batch_size=cfg.batch_size,
         workers=cfg.workers,
-        precision=cfg.precision,
         cache=cfg.cache,
         cache_dir=cfg.cache_dir,
         progress=not cfg.quiet,
-        device=device,
     )
     ytr, yva = targets(ds, classes, tr), targets(ds, classes, va)
     f, n = feats.feats[:, 0], len(tr)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vestis.data.rare import OTHER
 from vestis.train.config import TrainConfig, parse_stages
 from vestis.train.history import group_metrics
 
@@ -26,7 +27,8 @@ def plan_stages(ds, cfg: TrainConfig, notes: list[str]) -> list[Stage]:
     classes, counts = {}, {}
     for h in ds.heads:
         counts[h] = Counter(s.labels.get(h) for s in ds.split("train") if s.labels.get(h) is not None)
-        keep = sorted(c for c, k in counts[h].items() if k >= cfg.min_per_class)
+        folded = OTHER if cfg.rare == "fold" else None  # the class the rare ones were folded into stays
+        keep = sorted(c for c, k in counts[h].items() if k >= cfg.min_per_class or c == folded)
         if len(keep) < len(counts[h]):
             dropped = sorted(set(counts[h]) - set(keep))
             notes.append(

@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from vestis import __version__
+from vestis.data.hierarchy import consistent_decode
 from vestis.data.images import ImageError, is_image_path
 from vestis.engine.infer import image_set, run_batches
 
@@ -43,6 +44,9 @@ class PredictConfig:
     max_bytes: int = 20 * 2**20  # largest download accepted
     tta: bool = False  # average with the horizontally flipped image
     progress: bool = True
+    # a label hierarchy (vestis.data.hierarchy.learn_hierarchy, as the model card stores it): decode its heads
+    # jointly over the combinations seen in training (consistent_decode); None: each head on its own
+    hierarchy: dict | None = None
 
     def __post_init__(self):
         for name in ("top_k", "batch_size", "timeout", "max_bytes"):
@@ -210,8 +214,9 @@ def predict(runner, inputs: list[str], cfg: PredictConfig) -> Iterator[dict]:
         for r in run_batches(runner, items, views, cfg.batch_size, cfg.workers):
             for j, err in r.errors:
                 ready[where[j]] = {"input": names[where[j]], "error": err}
+            probs = consistent_decode(r.probs, runner.classes, cfg.hierarchy) if cfg.hierarchy else r.probs
             for j, preds in zip(
-                r.idx.tolist(), top_predictions(r.probs, runner.classes, cfg.top_k), strict=True
+                r.idx.tolist(), top_predictions(probs, runner.classes, cfg.top_k), strict=True
             ):
                 ready[where[j]] = {"input": names[where[j]], "predictions": preds}
             bar.update(len(r.idx) + len(r.errors))
@@ -224,15 +229,21 @@ def predict(runner, inputs: list[str], cfg: PredictConfig) -> Iterator[dict]:
 
 
 def predict_images(
-    runner, images: list[Image.Image | bytes], top_k: int = 3, tta: bool = False
+    runner,
+    images: list[Image.Image | bytes],
+    top_k: int = 3,
+    tta: bool = False,
+    hierarchy: dict | None = None,
 ) -> list[dict]:
-    """In-memory prediction (the server's): ``{"predictions": ...}`` or ``{"error": ...}`` per image, in order."""
+    """In-memory prediction (the server's): ``{"predictions": ...}`` or ``{"error": ...}`` per image, in order.
+    ``hierarchy``: as :attr:`PredictConfig.hierarchy`."""
     ds = image_set(runner, list(images), ("plain", "flip") if tta else ("plain",))
     out: list[dict] = [{} for _ in images]
     for r in run_batches(runner, ds, batch_size=max(1, len(images)), workers=0):
         for j, err in r.errors:
             out[j] = {"error": err}
-        for j, preds in zip(r.idx.tolist(), top_predictions(r.probs, runner.classes, top_k), strict=True):
+        probs = consistent_decode(r.probs, runner.classes, hierarchy) if hierarchy else r.probs
+        for j, preds in zip(r.idx.tolist(), top_predictions(probs, runner.classes, top_k), strict=True):
             out[j] = {"predictions": preds}
     return out
 

@@ -61,6 +61,12 @@ def _add_predict(sub) -> None:
     out.add_argument("--json", action="store_true", help="JSON Lines, one object per input")
     out.add_argument("--csv", metavar="FILE", help="also write a CSV with one row per prediction")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument(
+        "--consistent",
+        action="store_true",
+        help="decode the heads of the model's label hierarchy (e.g. articleType > subCategory > masterCategory) "
+        "jointly, over the combinations seen in training",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, help="image decoding processes (default: one per core, at most 4)")
     _add_runtime(p)
@@ -80,7 +86,12 @@ def _predict(args) -> int:
 
     model = load(args.model, runtime=args.runtime, device=args.device, precision=args.precision,
                  quiet=args.quiet or args.json)  # fmt: skip
+    if args.consistent and not model.hierarchy:
+        name = ", ".join(args.model or ["the bundled model"])
+        print(f"note: {name} stores no label hierarchy; --consistent changes nothing", file=sys.stderr)
+    consistent = args.consistent and bool(model.hierarchy)
     results = model.predict_iter(args.inputs, top_k=args.top_k, tta=args.tta, batch_size=args.batch_size,
+                                 consistent=consistent,
                                  workers=args.workers, progress=not args.quiet and not args.json,
                                  timeout=args.timeout, max_bytes=int(args.max_mb * 2**20))  # fmt: skip
     n_ok, n_failed = write_results(results, "json" if args.json else "table", sys.stdout,

@@ -159,3 +159,20 @@ def test_onnx_features_share_the_cache_with_torch(colour_folder, tmp_path, monke
     with pytest.raises(ValueError, match="no heads"):
         vestis.load(onnx_file).predict([str(paths[0])])
     assert vestis.load(onnx_file).embed([str(paths[0])]).shape == (1, model.num_features)
+
+
+def test_linear_path_warm_start_needs_fewer_iterations_and_mlp_epochs_scale():
+    from vestis.models.heads import HeadConfig
+    from vestis.train.probe import fit_head, mlp_epochs
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (600, 1, 64)).astype(np.float32)
+    y = (X[:, 0] @ rng.normal(0, 1, (64, 5)) + rng.normal(0, 2, (600, 5))).argmax(1)
+    cfg = TrainConfig(data="x", lbfgs_iter=300)
+    fit = (X[:450], y[:450], X[450:], y[450:], 5, HeadConfig("linear"), cfg)
+    warm: dict = {}
+    fit_head(*fit, 0.1, warm=warm)
+    _, s_warm, it_warm = fit_head(*fit, 1.0, warm=warm)
+    _, s_cold, it_cold = fit_head(*fit, 1.0)
+    assert it_warm < it_cold and abs(s_warm - s_cold) <= 0.02  # the same optimum, reached sooner
+    assert mlp_epochs(300, 30) == 60 and mlp_epochs(70_000, 256) == 22 and mlp_epochs(10**7, 256) == 10

@@ -111,7 +111,9 @@ class TrainConfig:
     seed: int = 0  # also draws the split when the data has none
     loss: str = "ce"
     label_smoothing: float = 0.1
-    epochs: int | None = None  # None: 60 (fast mode: MLP head epochs) or 15 (finetune, per stage)
+    # None: fast mode's MLP head trains for about MLP_STEPS optimiser steps (60 epochs on small data, fewer on large:
+    # the best epoch on validation is kept); finetune: 15 per stage
+    epochs: int | None = None
     lr: float = 1e-3  # fast mode: the MLP head's; finetune: the head's (the backbone's is scaled)
     # fast mode, MLP head: grid chosen on validation (default 1e-2); finetune: one AdamW value (0.05)
     weight_decay: list[float] | None = None
@@ -166,8 +168,8 @@ class TrainConfig:
                 self.labels = [self.labels]
             self.labels = [part.strip() for entry in self.labels for part in str(entry).split(",")]
             self.labels = [x for x in self.labels if x]
-        if self.epochs is None:
-            self.epochs = 60 if self.mode == "fast" else 15
+        if self.epochs is None and self.mode == "finetune":
+            self.epochs = 15
         if self.freeze_bn is None:
             self.freeze_bn = self.pretrained
         parse_stages(self.stages)
@@ -182,7 +184,7 @@ class TrainConfig:
                 "val/test shares must be in [0, 1)",
             ),
             (
-                self.epochs >= 1 and self.batch_size >= 1 and self.hidden >= 1,
+                (self.epochs is None or self.epochs >= 1) and self.batch_size >= 1 and self.hidden >= 1,
                 "epochs, batch_size, hidden must be >= 1",
             ),
             (self.lr > 0, "lr must be > 0"),

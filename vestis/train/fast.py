@@ -59,10 +59,11 @@ def _choose_heads(plans: dict, feats, cfg: TrainConfig, num_features: int, views
         va_x = feats.feats[va] if len(va) else np.zeros((0, len(views), num_features), np.float32)
         for htype in head_types:
             knob = "C" if htype == "linear" else "weight_decay"
-            for reg in cfg.linear_c if htype == "linear" else cfg.weight_decays:
+            warm: dict = {}  # linear: a path from strong to weak regularisation, each fit starting from the last
+            for reg in sorted(cfg.linear_c) if htype == "linear" else cfg.weight_decays:
                 hc = HeadConfig(htype, cfg.hidden, cfg.dropout)
                 fitted, score, steps = fit_head(
-                    feats.feats[tr], y[tr], va_x, y[va], len(classes), hc, cfg, reg
+                    feats.feats[tr], y[tr], va_x, y[va], len(classes), hc, cfg, reg, warm=warm
                 )
                 grid_log.append({"head": head, "type": htype, knob: reg, "val_score": score, "steps": steps})
                 _say(cfg, f"  {head:>16} {htype:>6} {knob}={reg:<7g} val {cfg.select}={score:.4f}")

@@ -176,3 +176,35 @@ def test_linear_path_warm_start_needs_fewer_iterations_and_mlp_epochs_scale():
     _, s_cold, it_cold = fit_head(*fit, 1.0)
     assert it_warm < it_cold and abs(s_warm - s_cold) <= 0.02  # the same optimum, reached sooner
     assert mlp_epochs(300, 30) == 60 and mlp_epochs(70_000, 256) == 22 and mlp_epochs(10**7, 256) == 10
+
+
+def test_colour_stats_train_export_and_agree(colour_folder, tmp_path):
+    """--colour-stats: fast mode computes backbone features and colour statistics apart (each cached); the saved
+    model computes both in one graph, in PyTorch and in ONNX Runtime, and they agree."""
+    import vestis
+    from vestis.engine.colour import ColourRunner
+    from vestis.engine.infer import infer
+    from vestis.engine.features import extract_features
+    from vestis.models.colour import NUM_STATS
+
+    summary = train(_cfg(colour_folder, tmp_path, colour_stats=True, head="linear", runtime="torch"))
+    assert summary["metrics"]["validation"]["label"]["top1"] >= 0.9
+    model, config = load_checkpoint(tmp_path / "run")
+    assert config["colour_stats"] is True and model.colour_stats
+    paths = sorted((colour_folder / "test" / "red").iterdir())[:3]
+    stats = extract_features(ColourRunner(model.preprocess), paths, cache=False, progress=False, workers=0)
+    assert stats.feats.shape == (3, 1, NUM_STATS)
+    red = stats.feats[:, 0, :3].mean(0)
+    assert red[0] > 0.7 and red[1] < 0.3  # mean product colour of the red images is red
+    torch_model = vestis.load(tmp_path / "run", runtime="torch")
+    emb_t = infer(torch_model.runner, paths, ("plain",), 8, 0).features[:, 0]
+    np.testing.assert_allclose(emb_t[:, -NUM_STATS:], stats.feats[:, 0], atol=1e-5)
+    pytest.importorskip("onnxruntime")
+    onnx_model = vestis.load(tmp_path / "run", runtime="onnx")
+    emb_o = infer(onnx_model.runner, paths, ("plain",), 8, 0).features[:, 0]
+    np.testing.assert_allclose(emb_o, emb_t, rtol=1e-4, atol=1e-4)
+    assert [r["predictions"]["label"][0]["label"] for r in onnx_model.predict([str(p) for p in paths])] == [
+        "red"
+    ] * 3
+    with pytest.raises(ValueError, match="colour_stats needs mode fast"):
+        TrainConfig(data="x", mode="finetune", colour_stats=True)

@@ -92,6 +92,11 @@ def _add_train(sub) -> None:
         help="feature extraction runtime (auto: ONNX Runtime fp32 on a CPU, when installed)",
     )
     p.add_argument(
+        "--colour-stats",
+        action="store_true",
+        help="fast mode: colour statistics of the product pixels beside the CNN features (helps colour heads)",
+    )
+    p.add_argument(
         "--select-head", help="finetune: select epochs on this head's score (default: the mean over heads)"
     )
     p.add_argument(

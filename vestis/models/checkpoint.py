@@ -122,6 +122,7 @@ def save_checkpoint(run_dir: str | Path, model: VestisModel, *, include_backbone
         "pretrained": model.pretrained,
         "includes_backbone": include_backbone,
         "backbone_fingerprint": weights_fingerprint(model.backbone),
+        **({"colour_stats": True} if model.colour_stats else {}),
         "head": model.head_cfg.to_dict(),
         **({"head_types": {h: c.to_dict() for h, c in model.head_cfgs.items()}} if model.head_cfgs else {}),
         "heads": model.classes,
@@ -168,6 +169,7 @@ def load_checkpoint(
             pretrained=config["pretrained"] and not config["includes_backbone"],
             head=_head_config(config["head"]),
             head_cfgs={h: _head_config(d) for h, d in config.get("head_types", {}).items()},
+            colour_stats=config.get("colour_stats", False),
         )
     except ValueError as e:  # e.g. an unknown backbone name
         raise CheckpointError(f"{Path(run_dir) / CONFIG}: {e}") from None

@@ -121,6 +121,10 @@ class VestisModel(nn.Module):
             m.eval()
         return self
 
+    @property
+    def colour_stats(self) -> bool:
+        return hasattr(self.backbone, "colour")
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 

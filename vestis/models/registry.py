@@ -184,12 +184,18 @@ def create_model(
     pretrained: bool = True,
     head: HeadConfig | None = None,
     head_cfgs: dict[str, HeadConfig] | None = None,
+    colour_stats: bool = False,
 ) -> VestisModel:
     """The model every stage uses: a backbone, one classification head per label column, and its preprocessing.
 
     ``heads`` maps a head name (label column) to its class names; ``None`` gives a feature extractor only.
-    ``head`` configures every head but those named in ``head_cfgs``."""
+    ``head`` configures every head but those named in ``head_cfgs``. ``colour_stats``: the pooled features are
+    followed by colour statistics of the product pixels (:mod:`vestis.models.colour`)."""
     net, pre = create_backbone(backbone, pretrained)
+    if colour_stats:
+        from vestis.models.colour import WithColour
+
+        net = WithColour(net, pre.mean, pre.std)
     name = canonical_name(backbone)
     return VestisModel(net, name, pre, heads or {}, head or HeadConfig(), pretrained, head_cfgs)
 

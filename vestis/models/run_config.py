@@ -31,6 +31,7 @@ KNOWN_KEYS = frozenset(
         "backbone_fingerprint",
         "head",
         "head_types",
+        "colour_stats",
         "heads",
         "preprocess",
         "metrics",

@@ -16,11 +16,12 @@ import numpy as np
 
 from vestis.data import load_dataset
 from vestis.data.resolution import record_native_size
+from vestis.engine.colour import ColourRunner
 from vestis.engine.features import extract_features
 from vestis.engine.load import feature_runner
 from vestis.evaluate import compute_metrics, format_table, summarize
 from vestis.models.checkpoint import atomic_write_text, save_checkpoint
-from vestis.models.heads import HeadConfig
+from vestis.models.heads import HeadConfig, VestisModel
 from vestis.models.registry import create_model
 from vestis.runtime import pick_device
 from vestis.train.config import TrainConfig
@@ -81,16 +82,21 @@ def train_fast(cfg: TrainConfig) -> dict:
     ds = load_dataset(**cfg.dataset_args())
     for note in ds.notes:
         _say(cfg, "data:", note)
-    model = create_model(cfg.backbone, pretrained=cfg.pretrained)
+    model = create_model(cfg.backbone, pretrained=cfg.pretrained, colour_stats=cfg.colour_stats)
     native = record_native_size(model, [s.path for s in ds.samples if s.split == "train"], cfg.native_size)
     if native:
         _say(cfg, f"native size {native[0]}x{native[1]} recorded: larger inputs are downscaled to it first")
     views = ("plain", "flip") if cfg.tta else ("plain",)
     paths = [s.path for s in ds.samples]
-    runner = feature_runner(model, device, cfg.precision, cfg.runtime, cfg.cache_dir, quiet=cfg.quiet)
-    feats = extract_features(
-        runner,
-        paths,
+    backbone = model
+    if (
+        cfg.colour_stats
+    ):  # the backbone's features (cached on their own), then the colour statistics beside them
+        backbone = VestisModel(
+            model.backbone.net, model.backbone_name, model.preprocess, {}, model.head_cfg, model.pretrained
+        )
+    runner = feature_runner(backbone, device, cfg.precision, cfg.runtime, cfg.cache_dir, quiet=cfg.quiet)
+    extract = dict(
         views=views,
         batch_size=cfg.batch_size,
         workers=cfg.workers,
@@ -98,6 +104,11 @@ def train_fast(cfg: TrainConfig) -> dict:
         cache_dir=cfg.cache_dir,
         progress=not cfg.quiet,
     )
+    feats = extract_features(runner, paths, **extract)
+    if cfg.colour_stats:
+        colour = extract_features(ColourRunner(model.preprocess), paths, **extract)
+        feats.feats = np.concatenate([feats.feats, colour.feats], axis=-1)
+        feats.ok &= colour.ok
     t_features = time.time() - t0
     unreadable = {str(paths[i]): r for i, r in feats.errors.items()}
     skipped = all_skipped(ds, unreadable)

@@ -73,6 +73,8 @@ def test_each_head_chooses_its_own_type_and_the_run_reloads(tmp_path):
         assert got == want
         assert (len(model.head(head)) == 2) == (want == "linear")  # Dropout + Linear, or the MLP
     assert summary["metrics"]["validation"]["colour"]["top1"] >= 0.8
+    # colour implies warmth in the training rows: the implication table is stored for evaluate/predict
+    assert config["train_config"]["hierarchy"]["chain"] == ["colour", "warmth"]
 
 
 def test_forcing_mixed_head_types_round_trips(tmp_path):

@@ -57,7 +57,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 TOP_LEVEL = ("mode",)  # stored beside the groups
 # stored beside the options by the trainers (not options): test-time views, class groups, fast mode's choice
-STORED_EXTRAS = ("views", "groups", "selected")
+STORED_EXTRAS = ("views", "groups", "selected", "hierarchy")
 
 
 def parse_stages(spec: str | None) -> list[tuple[str, int]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vestis.data import load_dataset
+from vestis.data.hierarchy import learn_hierarchy
 from vestis.data.resolution import record_native_size
 from vestis.engine.colour import ColourRunner
 from vestis.engine.features import extract_features
@@ -163,7 +164,14 @@ def train_fast(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     data = data_info(cfg, ds, feats.digests, skipped=len(skipped))
     stored_groups = [{"stage": s.name, "classes": s.group} for s in stages] if len(stages) > 1 else None
-    train_config = {**cfg.to_dict(), "selected": selected, "views": list(views), "groups": stored_groups}
+    hierarchy = learn_hierarchy(ds.split("train"), ds.heads) if len(ds.heads) > 1 else None
+    train_config = {
+        **cfg.to_dict(),
+        "selected": selected,
+        "views": list(views),
+        "groups": stored_groups,
+        "hierarchy": hierarchy,
+    }
     save_checkpoint(out, model, metrics=summary_metrics, data=data, train_config=train_config)
     write_skipped(out, skipped)
     seconds = round(time.time() - t0, 1)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vestis.data.hierarchy import learn_hierarchy
 from vestis.engine.infer import infer
 from vestis.engine.loader import ImageSet
 from vestis.engine.torch_runner import TorchRunner
@@ -111,6 +112,9 @@ class Run:
             **self.cfg.to_dict(),
             "views": list(self.views),
             "groups": groups if len(groups) > 1 else None,
+            "hierarchy": learn_hierarchy(self.ds.split("train"), self.ds.heads)
+            if len(self.ds.heads) > 1
+            else None,
         }
         data = data_info(self.cfg, self.ds, self.digests, skipped)
         save_checkpoint(

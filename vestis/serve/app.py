@@ -6,11 +6,15 @@ opened search index (``vestis.index``) or None. Tests drive it with FastAPI's Te
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import importlib.resources
+import importlib.util
+import io
 import math
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from urllib.parse import quote
@@ -45,6 +49,14 @@ class Prediction(BaseModel):
 
 class SearchAnswer(BaseModel):
     results: list[dict]
+
+
+class ExplainAnswer(BaseModel):
+    head: str
+    cls: str
+    score: float
+    predicted: str
+    overlay: str  # data:image/jpeg;base64,... : the heat map over the crop the model saw
 
 
 class ErrorAnswer(BaseModel):
@@ -101,6 +113,47 @@ class SearchUnavailable(Exception):
     pass
 
 
+class ExplainUnavailable(Exception):
+    pass
+
+
+def serving_runner(runner, opts: ServeOptions):
+    """The runner the server runs: an ONNX Runtime model re-opened with its threads not spinning (unless
+    ``opts.ort_spinning``) and with ``opts.model_threads`` threads (when set); any other runner as it is.
+
+    Spinning lets ONNX Runtime's idle threads busy-wait for the next parallel section: faster for a lone
+    caller, but in a server the decoding threads and the event loop need those cores between forward passes
+    (measured in docs/BENCHMARKS.md)."""
+    if getattr(runner, "runtime", None) != "onnx" or not isinstance(
+        getattr(runner, "path", None), os.PathLike
+    ):
+        return runner
+    if opts.ort_spinning and not opts.model_threads:
+        return runner
+    from vestis.engine.ort_runner import OnnxRunner
+
+    off = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
+    return OnnxRunner(
+        runner.path,
+        device=runner.device,
+        threads=opts.model_threads or runner.threads,
+        session_config=None if opts.ort_spinning else off,
+    )
+
+
+def explain_note(model) -> str | None:
+    """Why Grad-CAM explanations are unavailable for ``model`` (None: they are available)."""
+    source = getattr(model, "source", None)
+    if isinstance(source, list) and len(source) > 1:
+        return "explanations are per model: this server runs an ensemble"
+    if source is not None and str(source).lower().endswith(".onnx"):
+        return "explanations need the run directory (PyTorch weights); this server runs an .onnx file"
+    missing = [m for m in ("torch", "pytorch_grad_cam") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"explanations need {' and '.join(missing)}: pip install 'vestis[explain]'"
+    return None
+
+
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -121,9 +174,15 @@ def create_app(
     opts = options or ServeOptions()
     if not isinstance(opts, ServeOptions):
         raise TypeError(f"options must be a ServeOptions, got {type(opts).__name__}")
-    runner = model.runner
+    runner = serving_runner(model.runner, opts)
+    if runner is not model.runner:  # the model's own session is not kept open beside the server's
+        from vestis.api import Model
+
+        model = Model(runner, model.card, model.source, getattr(model, "cache_dir", None))
     views = ("plain", "flip") if opts.tta else ("plain",)
     decode_pool = ThreadPoolExecutor(opts.decode_threads, thread_name_prefix="vestis-decode")
+    explain_pool = ThreadPoolExecutor(1, thread_name_prefix="vestis-explain")  # PyTorch, one at a time
+    no_explain = explain_note(model)
 
     def forward(xs: list) -> list:
         """One forward pass over prepared images -> (probs per head, embedding) per image."""
@@ -134,6 +193,7 @@ def create_app(
     batcher = MicroBatcher(forward, opts.max_batch, opts.max_wait_ms, opts.queue_size)
     metrics = Metrics(batcher)
     batcher.observe = metrics.observe_batch
+    batcher.observe_wait = lambda s: metrics.observe_stage("queue", s)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -143,6 +203,7 @@ def create_app(
         finally:
             await batcher.stop(opts.shutdown_timeout_s)
             decode_pool.shutdown(wait=False, cancel_futures=True)
+            explain_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="vestis",
@@ -169,7 +230,8 @@ def create_app(
         return _error(exc.status, str(exc))
 
     @app.exception_handler(SearchUnavailable)
-    async def _no_search(request, exc):
+    @app.exception_handler(ExplainUnavailable)
+    async def _unavailable(request, exc):
         return _error(501, str(exc))
 
     @app.exception_handler(RequestValidationError)
@@ -198,16 +260,29 @@ def create_app(
         data, _ = await read_upload(request, opts.max_upload_bytes)
         return data
 
-    def prepare(data: bytes):
-        _, x, err = image_set(runner, [data], views)[0]
+    def prepare(data: bytes, submitted: float):
+        t0, cpu0 = time.perf_counter(), time.thread_time()
+        metrics.observe_stage("decode_wait", t0 - submitted)
+        try:
+            _, x, err = image_set(runner, [data], views)[0]
+        finally:
+            metrics.decode_cpu.inc(time.thread_time() - cpu0)
+            metrics.observe_stage("decode", time.perf_counter() - t0)
         if x is None:
             raise InputError(err, _status_of_image_error(err))
         return x
 
+    async def read_and_decode(request: Request) -> tuple[bytes, object]:
+        """The request's image: its bytes and its prepared views (decoded off the event loop)."""
+        t0 = time.perf_counter()
+        data = await read_image(request)
+        t1 = time.perf_counter()
+        metrics.observe_stage("read", t1 - t0)
+        return data, await asyncio.get_running_loop().run_in_executor(decode_pool, prepare, data, t1)
+
     async def run_model(request: Request):
         with batcher.admit():
-            data = await read_image(request)
-            x = await asyncio.get_running_loop().run_in_executor(decode_pool, prepare, data)
+            _, x = await read_and_decode(request)
             return await batcher.submit(x)
 
     def check_k(k: int | None) -> int:
@@ -261,6 +336,39 @@ def create_app(
             raise InputError(str(e), 422) from e
         return {"results": [with_image_url(_plain(r)) for r in results]}
 
+    def explain(data: bytes, head: str | None, cls: str | None) -> dict:
+        try:
+            e = model.explain(data, head, cls)
+        except ValueError as err:  # an unknown head or class
+            raise InputError(str(err), 422) from err
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(e.overlay).save(buf, "JPEG", quality=90)
+        uri = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        return {"head": e.head, "cls": e.cls, "score": e.score, "predicted": e.predicted, "overlay": uri}
+
+    @app.post(
+        "/v1/explain",
+        response_model=ExplainAnswer,
+        responses={**_ERRORS, 501: {"model": ErrorAnswer, "description": "explanations unavailable"}},
+        openapi_extra=_IMAGE_BODY,
+        summary="Grad-CAM: where in the image the model looked for a class (default: the first head's top class)",
+    )
+    async def explain_image(
+        request: Request,
+        head: str | None = Query(None, description="the head to explain (default: the first)"),
+        cls: str | None = Query(
+            None, alias="class", description="a class name or index (default: the top one)"
+        ),
+    ):
+        if no_explain:
+            raise ExplainUnavailable(no_explain)
+        with batcher.admit():
+            data, _ = await read_and_decode(request)  # refuses what the model would refuse, before PyTorch
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(explain_pool, explain, data, head, cls)
+
     @app.get("/v1/images", include_in_schema=False)
     async def image(path: str, sig: str):
         if not hmac.compare_digest(sign(path), sig) or not os.path.isfile(path):
@@ -281,6 +389,8 @@ def create_app(
             "embedding_dim": model.embedding_dim,
             "search": index is not None,
             "search_note": None if index is not None else search_note,
+            "explain": no_explain is None,
+            "explain_note": no_explain,
             "max_upload_bytes": opts.max_upload_bytes,
             "top_k": opts.top_k,
         }

@@ -22,7 +22,8 @@ class Overloaded(Exception):
 class MicroBatcher:
     """``fn(items) -> results`` (same length, in order) runs in one thread, one batch at a time.
 
-    ``observe(batch_size, seconds)`` is called after each batch (metrics)."""
+    ``observe(batch_size, seconds)`` is called after each batch and ``observe_wait(seconds)`` once per item
+    with the time it waited in the queue before its batch started (metrics)."""
 
     def __init__(
         self,
@@ -31,9 +32,10 @@ class MicroBatcher:
         max_wait_ms: float = 5.0,
         capacity: int = 64,
         observe: Callable[[int, float], None] | None = None,
+        observe_wait: Callable[[float], None] | None = None,
     ):
         self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000.0
-        self.capacity, self.observe = capacity, observe
+        self.capacity, self.observe, self.observe_wait = capacity, observe, observe_wait
         self.admitted = 0  # requests holding a slot
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
@@ -70,7 +72,7 @@ class MicroBatcher:
         if self._queue is None or self._task is None or self._stopped:
             raise Overloaded("the server is stopping")
         fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, fut))
+        self._queue.put_nowait((item, fut, time.perf_counter()))
         return await fut
 
     async def _loop(self) -> None:
@@ -97,7 +99,7 @@ class MicroBatcher:
                     stop = True
                     break
                 batch.append(nxt)
-            live = [(item, fut) for item, fut in batch if not fut.done()]  # a cancelled request is skipped
+            live = [entry for entry in batch if not entry[1].done()]  # a cancelled request is skipped
             if live:
                 await self._run(live)
             if stop:
@@ -106,16 +108,19 @@ class MicroBatcher:
     async def _run(self, batch: list) -> None:
         self.running = len(batch)
         t0 = time.perf_counter()
+        if self.observe_wait:
+            for _, _, queued in batch:
+                self.observe_wait(t0 - queued)
         try:
             results = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self.fn, [item for item, _ in batch]
+                self._pool, self.fn, [item for item, _, _ in batch]
             )
         except Exception as e:  # the model failed: every request of the batch gets the error
-            for _, fut in batch:
+            for _, fut, _ in batch:
                 if not fut.done():
                     fut.set_exception(e)
         else:
-            for (_, fut), res in zip(batch, results, strict=True):
+            for (_, fut, _), res in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)
         finally:

@@ -6,9 +6,18 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-ROUTES = {"/", "/v1/predict", "/v1/search", "/v1/model", "/v1/images", "/healthz", "/metrics"}
+ROUTES = {"/", "/v1/predict", "/v1/search", "/v1/explain", "/v1/model", "/v1/images", "/healthz", "/metrics"}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+# where a request's time goes (seconds of wall time per request, one observation per stage):
+STAGES = {
+    "read": "receiving and parsing the body (multipart) or fetching the URL, on the event loop",
+    "decode_wait": "waiting for a decoding thread",
+    "decode": "decoding and resizing the image, in a decoding thread",
+    "queue": "queued for the model until its batch starts",
+    "model": "the forward pass of its batch, in the model thread",
+}
 
 
 class Metrics:
@@ -31,6 +40,16 @@ class Metrics:
         self.batch_seconds = Histogram(
             "vestis_batch_seconds", "seconds per forward pass", buckets=LATENCY_BUCKETS, registry=r
         )
+        self.stage = Histogram(
+            "vestis_stage_seconds",
+            "seconds a request spends per stage: " + "; ".join(f"{k}: {v}" for k, v in STAGES.items()),
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.decode_cpu = Counter(
+            "vestis_decode_cpu_seconds", "CPU seconds of the decoding threads (decode + resize)", registry=r
+        )
         self.queue_depth = Gauge("vestis_queue_depth", "images waiting for the model", registry=r)
         self.in_progress = Gauge(
             "vestis_requests_in_progress",
@@ -45,6 +64,12 @@ class Metrics:
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.batch_seconds.observe(seconds)
+        model = self.stage.labels("model")
+        for _ in range(size):
+            model.observe(seconds)
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage.labels(stage).observe(seconds)
 
 
 class MetricsMiddleware:

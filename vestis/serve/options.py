@@ -20,10 +20,12 @@ _KINDS = {
     "max_top_k": _INT,
     "tta": bool,
     "decode_threads": _INT,
+    "model_threads": _INT,
+    "ort_spinning": bool,
     "retry_after_s": _INT,
     "shutdown_timeout_s": _NUM,
 }
-_ZERO_OK = {"max_wait_ms", "max_redirects"}
+_ZERO_OK = {"max_wait_ms", "max_redirects", "model_threads"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class ServeOptions:
     max_top_k: int = 50
     tta: bool = False  # average each image with its mirror image (twice the model work)
     decode_threads: int = 4  # threads decoding and resizing uploaded images, beside the model's
+    model_threads: int = 0  # ONNX Runtime threads per forward pass (0: its default, one per physical core)
+    ort_spinning: bool = False  # let ONNX Runtime's idle threads busy-wait (steals the decoders' cores)
     retry_after_s: int = 1  # the Retry-After header of a 503
     shutdown_timeout_s: float = 30.0  # how long a stopping server lets requests in flight finish
     # signs the image URLs of search results (so /v1/images serves only files the server itself listed)

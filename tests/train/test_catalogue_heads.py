@@ -185,8 +185,8 @@ def test_colour_stats_train_export_and_agree(colour_folder, tmp_path):
     model computes both in one graph, in PyTorch and in ONNX Runtime, and they agree."""
     import vestis
     from vestis.engine.colour import ColourRunner
-    from vestis.engine.infer import infer
     from vestis.engine.features import extract_features
+    from vestis.engine.infer import infer
     from vestis.models.colour import NUM_STATS
 
     summary = train(_cfg(colour_folder, tmp_path, colour_stats=True, head="linear", runtime="torch"))
@@ -210,3 +210,41 @@ def test_colour_stats_train_export_and_agree(colour_folder, tmp_path):
     ] * 3
     with pytest.raises(ValueError, match="colour_stats needs mode fast"):
         TrainConfig(data="x", mode="finetune", colour_stats=True)
+
+
+def test_finetune_several_heads_masked_weighted_and_selected_on_one(tmp_path):
+    """Fine-tuning: a row with no value for one head still trains the others (that head's loss is masked),
+    heads are weighed by --loss-weight, and epochs can be selected on one named head."""
+    import torch
+
+    from vestis.train.history import score_heads
+    from vestis.train.recipe import head_loss
+
+    logits = torch.randn(4, 3, requires_grad=True)
+    fn = torch.nn.CrossEntropyLoss()
+    none = head_loss(fn, logits, torch.tensor([-1, -1, -1, -1]), None, 1.0)
+    assert none.item() == 0.0 and none.requires_grad  # no labelled rows: zero, still in the graph
+    some = head_loss(fn, logits, torch.tensor([0, -1, 2, -1]), None, 1.0)
+    assert some.item() == pytest.approx(fn(logits[[0, 2]], torch.tensor([0, 2])).item())
+
+    csv = _catalogue(tmp_path / "cat", n=48)
+    text = (tmp_path / "cat" / "styles.csv").read_text().splitlines()
+    blank = [",".join(p if k != 2 else "" for k, p in enumerate(r.split(","))) if i % 4 == 0 else r
+             for i, r in enumerate(text[1:])]  # fmt: skip
+    csv.write_text("\n".join([text[0], *blank]) + "\n")  # every 4th row has no 'warmth'
+    cfg = TrainConfig(data=str(csv), out=str(tmp_path / "run"), mode="finetune", backbone="test_tiny", epochs=2,
+                      quiet=True, workers=0, cache_dir=str(tmp_path / "cache"), precision="fp32", batch_size=8,
+                      augment="light", lr=0.03, tensorboard=False, labels=["colour", "warmth"],
+                      loss_weights={"warmth": 0.5}, select_head="colour")  # fmt: skip
+    summary = train(cfg)
+    assert set(summary["metrics"]["validation"]) == {"colour", "warmth"}
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train_config"]["training"]["loss_weights"] == {"warmth": 0.5}
+    assert config["train_config"]["training"]["select_head"] == "colour"
+
+    probs = {"a": np.array([[0.9, 0.1], [0.2, 0.8]]), "b": np.array([[0.9, 0.1], [0.9, 0.1]])}
+    ys = {"a": np.array([0, 1]), "b": np.array([0, 1])}
+    classes = {"a": ["x", "y"], "b": ["x", "y"]}
+    ok = np.ones(2, bool)
+    assert score_heads(probs, ok, ys, classes, "top1")["mean"]["score"] == pytest.approx(0.75)
+    assert score_heads(probs, ok, ys, classes, "top1", "b")["mean"]["score"] == pytest.approx(0.5)

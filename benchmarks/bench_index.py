@@ -103,6 +103,7 @@ def _rss_mb() -> float:
 def ann(args) -> dict:
     import faiss
 
+    from vestis.index.kinds import apply_params
     from vestis.index.store import Index
     from vestis.runtime import cpu_info
 
@@ -131,7 +132,7 @@ def ann(args) -> dict:
             print(f"built {kind} {build_params} in {built[key][1]:.1f}s", file=sys.stderr, flush=True)
         idx, build_s, nbytes = built[key]
         idx.manifest["index"]["params"].update(search_params)
-        idx._apply_params()
+        apply_params(idx.faiss, kind, idx.manifest["index"]["params"])
         lat, found = [], []
         for v in q:
             t = time.perf_counter()

@@ -132,43 +132,41 @@ def main() -> None:
     work = Path(args.work or tmp.name)
     results = {"cpu": cpu_info(), "size": list(size), "variants": {}}
     try:
+        plan = []  # every variant's base run first, then the augmented ones: the main table comes first
         for variant in args.variants:
-            t0 = time.time()
             small = work / variant / "small"
             if not small.exists():
                 print(f"{variant}: {make_copies(data, small, size, variant)} copies", flush=True)
-            runs = {"base": (small, None)}
-            if args.resaug:
-                aug = work / variant / "small-resaug"
-                if not aug.exists():
-                    half_copies(small, aug)
-                # the median of the mixed sizes is not the native size: it is given
-                runs["resaug"] = (aug, f"{size[0]}x{size[1]}")
-            res = results["variants"][variant] = {}
-            for name, (train_data, native) in runs.items():
-                run = work / variant / f"run-{name}"
-                t = time.time()
-                with cpu_lock(args.lock):
-                    model = vestis.train(
-                        train_data,
-                        out=run,
-                        mode="fast",
-                        runtime="torch",
-                        quiet=True,
-                        native_size=native or "auto",
-                    )
-                recorded = model.preprocess.native_size
-                plain = without_native(run, work / variant / f"run-{name}-plain")
-                row = {"native_size": list(recorded) if recorded else None, "train_s": round(time.time() - t)}
-                for split in ("validation", "test"):
-                    row[split] = {
-                        "a_small": score(run, small, split, args.lock),
-                        "b_sharp_plain": score(plain, data, split, args.lock),
-                        "c_sharp_native": score(run, data, split, args.lock),
-                    }
-                res[name] = row
-                print(f"{variant} {name}: {json.dumps(row)}", flush=True)
-            print(f"{variant}: {time.time() - t0:.0f}s", flush=True)
+            plan.append((variant, "base", small, small, None))
+        for variant in args.variants if args.resaug else []:
+            small, aug = work / variant / "small", work / variant / "small-resaug"
+            if not aug.exists():
+                half_copies(small, aug)
+            # the median of the mixed sizes is not the native size: it is given
+            plan.append((variant, "resaug", small, aug, f"{size[0]}x{size[1]}"))
+        for variant, name, small, train_data, native in plan:
+            run = work / variant / f"run-{name}"
+            t = time.time()
+            with cpu_lock(args.lock):
+                model = vestis.train(
+                    train_data,
+                    out=run,
+                    mode="fast",
+                    runtime="torch",
+                    quiet=True,
+                    native_size=native or "auto",
+                )
+            recorded = model.preprocess.native_size
+            plain = without_native(run, work / variant / f"run-{name}-plain")
+            row = {"native_size": list(recorded) if recorded else None, "train_s": round(time.time() - t)}
+            for split in ("validation", "test"):
+                row[split] = {
+                    "a_small": score(run, small, split, args.lock),
+                    "b_sharp_plain": score(plain, data, split, args.lock),
+                    "c_sharp_native": score(run, data, split, args.lock),
+                }
+            results["variants"].setdefault(variant, {})[name] = row
+            print(f"{variant} {name}: {json.dumps(row)} ({time.time() - t:.0f}s)", flush=True)
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import CLOTHING, need
+from tests.conftest import CLOTHING, PRODUCTS, need
 from vestis.cli import main
 
 pytestmark = pytest.mark.integration
@@ -66,3 +66,31 @@ def test_clothing_finetune_briefly(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(sub / "test" / "shoes"), "--model", str(run), "--json", "--quiet"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 4
+
+
+def test_catalogue_sample_several_heads(tmp_path, capsys):
+    """Issue #10 on a sample of the shared catalogue: three heads (one with a missing value), evaluate with a
+    section per attribute and the hierarchy, predict every attribute."""
+    root = need(PRODUCTS)
+    lines = (root / "styles.csv").read_text(encoding="utf-8", errors="replace").splitlines()
+    header, rows = lines[0], [r for r in lines[1:] if r.count(",") >= 9]
+    sample = [r for i, r in enumerate(rows) if i % 150 == 0][:300]  # every 150th row: a fixed sample
+    (tmp_path / "styles.csv").write_text("\n".join([header, *sample]) + "\n")
+    run = tmp_path / "run"
+    args = ["train", str(tmp_path / "styles.csv"), "--images", str(root / "images"), "--out", str(run),
+            "--label", "masterCategory,subCategory,gender", "--backbone", "lite0", "--no-tta",
+            "--min-count", "3", "--runtime", "torch", "--cache-dir", str(tmp_path / "cache"), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert set(config["heads"]) == {"masterCategory", "subCategory", "gender"}
+    assert config["metrics"]["validation"]["masterCategory"]["top1"] >= 0.85
+    assert config["train_config"]["hierarchy"]["chain"] == ["subCategory", "masterCategory"]
+    assert main(["evaluate", str(run), "--split", "test", "--runtime", "torch", "--quiet"]) == 0
+    report = json.loads((run / "eval-test" / "metrics.json").read_text())
+    assert set(report["heads"]) == {"masterCategory", "subCategory", "gender"}
+    assert "hierarchy" in report
+    capsys.readouterr()
+    first = root / "images" / (sample[0].split(",")[0] + ".jpg")
+    assert main(["predict", str(first), "--model", str(run), "--runtime", "torch", "--json", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert set(out["predictions"]) == {"masterCategory", "subCategory", "gender"}

@@ -248,3 +248,11 @@ def test_finetune_several_heads_masked_weighted_and_selected_on_one(tmp_path):
     ok = np.ones(2, bool)
     assert score_heads(probs, ok, ys, classes, "top1")["mean"]["score"] == pytest.approx(0.75)
     assert score_heads(probs, ok, ys, classes, "top1", "b")["mean"]["score"] == pytest.approx(0.5)
+
+
+def test_fit_pad_is_recorded_and_used(colour_folder, tmp_path):
+    train(_cfg(colour_folder, tmp_path, fit="pad", head="linear", runtime="torch"))
+    model, config = load_checkpoint(tmp_path / "run")
+    assert config["preprocess"]["fit"] == "pad" and model.preprocess.fit == "pad"
+    with pytest.raises(ValueError, match="fit"):
+        TrainConfig(data="x", fit="stretch")

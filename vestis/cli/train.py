@@ -92,6 +92,12 @@ def _add_train(sub) -> None:
         help="feature extraction runtime (auto: ONNX Runtime fp32 on a CPU, when installed)",
     )
     p.add_argument(
+        "--fit",
+        choices=("crop", "pad"),
+        default="crop",
+        help="how images meet the square input: centre crop, or pad (letterbox: portrait products kept whole)",
+    )
+    p.add_argument(
         "--colour-stats",
         action="store_true",
         help="fast mode: colour statistics of the product pixels beside the CNN features (helps colour heads)",

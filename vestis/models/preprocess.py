@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from PIL import Image
 
+FITS = ("crop", "pad")
 _INTERP = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -35,8 +36,13 @@ class Preprocess:
     crop_pct: float = 0.875
     # the training images' typical (width, height) when they were small; None: inputs are used at any size
     native_size: tuple[int, int] | None = None
+    # "crop": shorter side resized, centre crop (a portrait 60x80 catalogue image loses a quarter of its height);
+    # "pad": the whole image fitted into the input square (longer side = input_size) on its own border colour
+    fit: str = "crop"
 
     def __post_init__(self):
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be one of {FITS}, got {self.fit!r}")
         if self.interpolation not in _INTERP:
             raise ValueError(f"interpolation must be one of {sorted(_INTERP)}, got {self.interpolation!r}")
         if not 0.1 <= self.crop_pct <= 1.0:
@@ -62,6 +68,8 @@ class Preprocess:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         if d["native_size"] is None:
             del d["native_size"]
+        if d["fit"] == "crop":  # the same: older models keep their bytes and feature-cache keys
+            del d["fit"]
         return d
 
     @classmethod
@@ -113,6 +121,35 @@ class ToNative:
         return img if size is None else img.resize(size, Image.Resampling.BOX)
 
 
+def letterbox(img: Image.Image, side: int, interpolation) -> Image.Image:
+    """The whole image resized into a ``side`` x ``side`` square (aspect ratio kept), centred on its own border
+    colour (the most common colour of its outermost pixels: a catalogue's white studio background stays white)."""
+    w, h = img.size
+    scale = side / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    a = np.asarray(img)
+    ring = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).reshape(-1, a.shape[-1])[:, :3].astype(np.int64)
+    bins = (ring // 16) @ np.array([256, 16, 1])  # the most common border colour (4-bit bins), its mean
+    common = ring[bins == np.bincount(bins).argmax()]
+    fill = tuple(int(v) for v in common.mean(0).round())
+    canvas = Image.new("RGB", (side, side), fill)
+    canvas.paste(
+        img.resize(size, interpolation) if size != (w, h) else img,
+        ((side - size[0]) // 2, (side - size[1]) // 2),
+    )
+    return canvas
+
+
+class Letterbox:
+    """PIL image -> :func:`letterbox` to ``side`` (the training transform's first step with ``fit='pad'``)."""
+
+    def __init__(self, side: int, interpolation: str):
+        self.side, self.interpolation = side, _INTERP[interpolation]
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return letterbox(img, self.side, self.interpolation)
+
+
 class EvalCrop:
     """PIL RGB image -> uint8 array (input_size, input_size, 3): brought to the native size first when the
     model records one (:class:`ToNative`), then the shorter side resized to ``resize_size`` and the centre crop.
@@ -125,6 +162,8 @@ class EvalCrop:
 
     def __call__(self, img: Image.Image) -> np.ndarray:
         img = self.to_native(img)
+        if self.pre.fit == "pad":  # the whole image, letterboxed to the input size: nothing cropped
+            return np.asarray(letterbox(img, self.pre.input_size, _INTERP[self.pre.interpolation]), np.uint8)
         pre, (w, h) = self.pre, img.size
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = pre.resize_size, int(pre.resize_size * long / short)
@@ -186,6 +225,8 @@ def resolve_transform(pre: Preprocess | tuple[Preprocess, ...], train: bool = Fa
     interp = T.InterpolationMode(pre.interpolation)
     norm = [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     ops = [T.RandomResizedCrop(size or pre.input_size, scale=(crop_scale, 1.0), interpolation=interp)]
+    if pre.fit == "pad":
+        ops.insert(0, Letterbox(pre.input_size, pre.interpolation))
     if pre.native_size is not None:  # a larger training image at the scale the model is tested at
         ops.insert(0, ToNative(pre.native_size))
     if augment != "none":

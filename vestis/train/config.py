@@ -44,7 +44,7 @@ RUNTIME_FIELDS = _names(
 )
 GROUPS: dict[str, tuple[str, ...]] = {
     "dataset": _names("data images labels id_column path_column pattern split val test min_per_class rare"),
-    "model": _names("backbone pretrained head hidden dropout colour_stats native_size"),
+    "model": _names("backbone pretrained head hidden dropout colour_stats fit native_size"),
     "training": _names(
         "seed loss label_smoothing epochs lr weight_decay select select_head loss_weights tta batch_size precision"
     ),
@@ -104,8 +104,9 @@ class TrainConfig:
     head: str = "auto"  # fast mode: linear, mlp, or auto (both tried, chosen on validation)
     hidden: int = 512
     dropout: float = 0.2
-    colour_stats: bool = (
-        False  # fast mode: colour statistics of the product pixels beside the pooled features
+    colour_stats: bool = False  # fast mode: colour statistics of the product pixels beside the features
+    fit: str = (
+        "crop"  # how an image meets the square input: crop (centre crop) or pad (letterboxed, nothing cut)
     )
     # small training images: their size is recorded and larger inputs are downscaled to it before the usual
     # resize + crop (auto: measured, recorded when small; off; or WxH). vestis.data.resolution
@@ -222,6 +223,7 @@ class TrainConfig:
             ),
             (self.resume is None or self.mode == "finetune", "resume needs mode finetune"),
             (self.rare in ("drop", "fold"), "rare must be drop or fold"),
+            (self.fit in ("crop", "pad"), "fit must be crop or pad"),
             (not self.colour_stats or self.mode == "fast", "colour_stats needs mode fast"),
             (self.runtime in ("auto", "torch", "onnx"), "runtime must be auto, torch or onnx"),
             (all(w >= 0 for w in (self.loss_weights or {}).values()), "loss weights must be >= 0"),

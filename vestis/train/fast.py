@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,8 @@ def train_fast(cfg: TrainConfig) -> dict:
     for note in ds.notes:
         _say(cfg, "data:", note)
     model = create_model(cfg.backbone, pretrained=cfg.pretrained, colour_stats=cfg.colour_stats)
+    if cfg.fit != model.preprocess.fit:
+        model.preprocess = replace(model.preprocess, fit=cfg.fit)
     native = record_native_size(model, [s.path for s in ds.samples if s.split == "train"], cfg.native_size)
     if native:
         _say(cfg, f"native size {native[0]}x{native[1]} recorded: larger inputs are downscaled to it first")

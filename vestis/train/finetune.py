@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -90,6 +91,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
     seed_everything(cfg, 0, 0)  # the same random initial weights (--no-pretrained) in every process
     head_cfg = HeadConfig("mlp" if cfg.head == "mlp" else "linear", cfg.hidden, cfg.dropout)
     model = create_model(cfg.backbone, pretrained=cfg.pretrained, head=head_cfg)
+    if cfg.fit != model.preprocess.fit:
+        model.preprocess = replace(model.preprocess, fit=cfg.fit)
     native = record_native_size(model, [s.path for s in ds.samples if s.split == "train"], cfg.native_size)
     if native:
         notes.append(f"native size {native[0]}x{native[1]} recorded: larger inputs downscaled to it first")

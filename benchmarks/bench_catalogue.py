@@ -8,7 +8,9 @@
 * year: the same options on the year split (even years train, odd years test), warm;
 * protocol: articleType on the year split with --stages top:20,rest: the 20 most frequent types and the rest
   scored on test within their group (top-1, top-5), and the first group's change on validation (forgetting);
-* colour: baseColour with and without --colour-stats, chosen on validation, test reported.
+* colour: baseColour with and without --colour-stats, chosen on validation, test reported;
+* fit: --fit crop (centre crop) vs pad (letterbox) on every 4th catalogue row (11k images, plain view only),
+  three heads, chosen on validation, test reported.
 
 Evaluation runs the saved models in PyTorch fp32 on the cached features (the ONNX Runtime fp32 features that
 trained them share the cache key). Prints markdown tables; writes OUT/results.json."""
@@ -30,9 +32,11 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion
 HEADS = ["gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage"]
 
 
-def _train(out: Path, cache: str, name: str, **options):
+def _train(out: Path, cache: str, name: str, csv: Path = DATA / "styles.csv", **options):
     t = time.time()
-    model = vestis.train(DATA / "styles.csv", out=out / name, cache_dir=cache, quiet=True, **options)
+    if csv != DATA / "styles.csv":
+        options["images"] = str(DATA / "images")
+    model = vestis.train(csv, out=out / name, cache_dir=cache, quiet=True, **options)
     seconds = time.time() - t
     log = json.loads((out / name / "train_log.json").read_text())
     print(f"{name}: trained in {seconds:.0f}s (features {log['seconds_features']:.0f}s)", flush=True)
@@ -100,7 +104,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cache = args.cache_dir or str(out / "cache")
     parts = args.parts.split(",")
-    results = {"cpu": cpu_info(), "cache": cache}
+    saved = out / "results.json"  # parts run separately add to it
+    results = {
+        **(json.loads(saved.read_text()) if saved.is_file() else {}),
+        "cpu": cpu_info(),
+        "cache": cache,
+    }
     print(json.dumps(results["cpu"]), flush=True)
     if "cold" in parts:
         model, seconds, log = _train(out, cache, "stratified", labels=HEADS)
@@ -132,6 +141,25 @@ def main() -> None:
             rows = _head_rows(_evaluate(out, cache, name), model.metrics["validation"])
             results["colour"][name] = {"seconds": seconds, "selected": log["selected"], "heads": rows}
             _table(rows, f"baseColour, {name}")
+    if "fit" in parts:
+        lines = (DATA / "styles.csv").read_text(encoding="utf-8", errors="replace").splitlines()
+        subset = out / "every4th.csv"
+        subset.write_text("\n".join([lines[0], *lines[1::4]]) + "\n")
+        results["fit"] = {}
+        for fit in ("crop", "pad"):
+            name = f"fit-{fit}"
+            model, seconds, log = _train(
+                out,
+                cache,
+                name,
+                csv=subset,
+                labels=["articleType", "subCategory", "baseColour"],
+                fit=fit,
+                tta=False,
+            )
+            rows = _head_rows(_evaluate(out, cache, name), model.metrics["validation"])
+            results["fit"][name] = {"seconds": seconds, "heads": rows}
+            _table(rows, f"every 4th row, --fit {fit}, plain view ({seconds / 60:.1f} min)")
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"\nwrote {out / 'results.json'}")
 

@@ -1,5 +1,6 @@
 """The web page in a real headless Chromium (Debian's `chromium`, driven by Playwright): upload, drag-free
-keyboard use, URL input, the error of a junk file, the similar-products grid; a screenshot for the README.
+keyboard use, URL input, the Grad-CAM toggle, the error of a junk file, the similar-products grid; a
+screenshot for the README (with the explanation shown).
 
 Skips, saying why, when there is no Chromium or no Playwright. ``VESTIS_SCREENSHOT_DIR=docs`` writes the
 README's screenshot (docs/serve-page.png); otherwise it goes to the test's temporary folder."""
@@ -87,9 +88,21 @@ def test_upload_shows_predictions_and_a_junk_file_shows_an_error(browser, defaul
         width = page.locator("#predictions .row.top .bar span").evaluate("e => e.style.width")
         assert width == f"{expected[0]['score'] * 100:.1f}%"
         assert page.locator("#preview").is_visible() and not page.locator("#error").is_visible()
+        original = page.locator("#preview").get_attribute("src")
+        assert original.startswith("blob:")
+        # the explain toggle, by keyboard: the preview shows the Grad-CAM overlay of the top class, and back
+        page.focus("#explain")
+        page.keyboard.press(" ")
+        page.wait_for_function("document.getElementById('preview').src.startsWith('data:image/jpeg')")
+        page.wait_for_function("document.getElementById('preview').naturalWidth > 0")
+        note = page.locator("#explain-note").inner_text()
+        assert f"= {expected[0]['label']} (" in note and not page.locator("#error").is_visible()
         shots = Path(os.environ.get("VESTIS_SCREENSHOT_DIR") or tmp_path)
         shots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shots / "serve-page.png"))
+        page.keyboard.press(" ")
+        assert page.locator("#preview").get_attribute("src") == original
+        assert page.locator("#explain-note").inner_text() == ""
 
         page.set_input_files("#file", str(junk))
         page.wait_for_selector("#error", state="visible")

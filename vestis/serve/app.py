@@ -384,6 +384,7 @@ def create_app(
             "classes": model.classes,
             "metrics": model.metrics,
             "runtime": model.runtime,
+            "threads": getattr(runner, "threads", None),
             "source": str(model.source) if model.source else "bundled default",
             "version": __version__,
             "embedding_dim": model.embedding_dim,
@@ -397,7 +398,12 @@ def create_app(
 
     @app.get("/healthz", summary="liveness: answers while the server runs")
     async def healthz():
-        return {"status": "ok", "queue_depth": batcher.depth, "in_progress": batcher.admitted}
+        return {
+            "status": "ok",
+            "queue_depth": batcher.depth,
+            "in_progress": batcher.admitted,
+            "worker": os.getpid(),  # which process answered (vestis serve --workers N)
+        }
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prom():

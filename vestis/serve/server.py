@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import uvicorn
 
@@ -67,15 +67,27 @@ def url_of(host: str, port: int) -> str:
 def serve(
     config: dict, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level: str = "info"
 ) -> int:
-    """Serve until Ctrl-C / SIGTERM (requests in flight are finished first). Prints the address once listening."""
+    """Serve until Ctrl-C / SIGTERM (requests in flight are finished first). Prints the address once listening.
+
+    ``workers`` > 1: that many processes (uvicorn's supervisor; each loads its own model and batches its own
+    requests) share one listening socket, bound before they start (``port`` 0: a free port, printed). The
+    model is loaded once here first, so a bad model or index fails before any worker starts. ONNX Runtime
+    gets the physical cores shared out between the workers unless ``model_threads`` is set."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     opts = ServeOptions.from_dict(config.get("options", {}))
+    if workers > 1 and not opts.model_threads:
+        from vestis.engine.ort_runner import physical_cores
+
+        opts = replace(opts, model_threads=max(1, physical_cores() // workers))
     config = {**config, "options": asdict(opts)}  # one image-signing key for every worker
     timeout = int(opts.shutdown_timeout_s)
     if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
         build_app(config)  # fail here, once, on a bad model or index (and export the ONNX model once)
         os.environ[ENV] = json.dumps(config)
-        print(f"vestis serve: {url_of(host, port)} ({workers} workers)", flush=True)
-        uvicorn.run(
+        uv = uvicorn.Config(
             "vestis.serve.server:app_from_env",
             factory=True,
             host=host,
@@ -84,6 +96,14 @@ def serve(
             log_level=log_level,
             timeout_graceful_shutdown=timeout,
         )
+        sock = uv.bind_socket()
+        sock.listen(uv.backlog)  # connections wait in the backlog while the workers load the model
+        bound = sock.getsockname()[1]
+        print(
+            f"vestis serve: {url_of(host, bound)}  (web page; API docs at /docs; {workers} workers)",
+            flush=True,
+        )
+        Multiprocess(uv, sockets=[sock]).run()
         return 0
     app = build_app(config)
     server = _AnnouncingServer(

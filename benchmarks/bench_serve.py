@@ -8,7 +8,7 @@
 Each row is a real server process (``vestis.serve.server.serve``, what `vestis serve` runs, on port 0) with
 the same code and options except the batch size: micro-batching (``--max-batch``/``--max-wait-ms``) and batch
 size 1. ``--configs``: ``tuned`` (the server's defaults: ONNX Runtime threads not spinning, ``--decode-threads``)
-and/or ``untuned`` (spinning on and 4 decoding threads: the server before issue #12's tuning).
+and/or ``untuned`` (ONNX Runtime's threads spinning: the server before issue #12's tuning).
 
 The clients run in this process: ``raw`` (default) is a minimal HTTP/1.1 keep-alive client on asyncio
 streams with the multipart bodies built once, so the load generator takes as little as possible of the
@@ -47,8 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CLOTHES = ROOT.parent / "shared" / "data" / "clothing-dataset-small" / "test"
 TICK = os.sysconf("SC_CLK_TCK")
 STAGES = ("read", "decode_wait", "decode", "queue", "model")
-# the server before #12's tuning: ONNX Runtime's threads spinning, 4 decoding threads
-UNTUNED = {"ort_spinning": True, "decode_threads": 4}
+# the server before #12's tuning: ONNX Runtime's threads spinning (its default)
+UNTUNED = {"ort_spinning": True}
 
 
 def photos(folder: Path | None, n: int = 200) -> list[bytes]:

@@ -3,6 +3,7 @@
     flock /tmp/vestis-cpu.lock .venv/bin/python benchmarks/bench_robustness.py \\
         --model default=default --model fast=/work/robust/fast-lite1-crop --ensemble default+fast=default,fast \\
         [--splits validation test] [--shifts zoom_in blur ...] [--seed 0] [--limit N] [--json results.json]
+        [--cache DIR]
 
 The shifted copies are made in memory, image by image, from the split's photos (never written anywhere): each
 shift is a function ``(PIL image, numpy Generator) -> PIL image`` (:data:`SHIFTS`), and the generator of an
@@ -27,7 +28,8 @@ averaged, as ``predict_images(tta=True)`` does). ``--ensemble NAME=A,B`` rows av
 probabilities per head, as ``vestis.load([a, b])`` does; ``--check N`` compares both against the engine's own
 TTA and ensemble on the first N clean images (max |Δp| printed and stored). Reported per split: top-1 on the
 clean split and on each shift, their mean over shifts, the gap (clean − mean) and per-class recall (clean, mean
-over shifts). Choose on validation; test is for reporting. Inference only: wrap the run in ``flock``."""
+over shifts). ``--cache DIR`` keeps each model's probabilities per split and shift (keyed by the model's weights
+and config, the images, the shift and the seed), so a later run adding a model scores only that one. Choose on validation; test is for reporting. Inference only: wrap the run in ``flock``."""
 
 from __future__ import annotations
 
@@ -232,6 +234,31 @@ def view_probs(runner, images: list[Image.Image], batch_size: int = 32) -> np.nd
     return out
 
 
+def model_key(source: str) -> str:
+    """A key for a model's outputs: the bytes of its weights and config (the bundled one for 'default')."""
+    import hashlib
+
+    from vestis.models.run_config import resolve_model_dir
+
+    d = resolve_model_dir(source)
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        h.update((d / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached_view_probs(runner, images, cache: Path | None, key: str) -> np.ndarray:
+    """:func:`view_probs`, stored in ``cache`` as ``key``.npy (``key``: model, split, images, shift, seed)."""
+    path = cache / f"{key}.npy" if cache else None
+    if path and path.is_file():
+        return np.load(path)
+    p = view_probs(runner, images)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, p)
+    return p
+
+
 def top1(probs: np.ndarray, y: np.ndarray) -> float:
     return float((probs.argmax(1) == y).mean())
 
@@ -293,6 +320,8 @@ def score(args) -> dict:
         if unknown := [m for m in members if m not in sources]:
             raise SystemExit(f"--ensemble {name}: unknown models {unknown} (give them with --model)")
     models = {n: vestis.load(None if s == "default" else s) for n, s in sources.items()}
+    keys_of = {n: model_key(s) for n, s in sources.items()}
+    cache = Path(args.cache) if args.cache else None
     classes = None
     for name, m in models.items():
         (head,) = m.classes
@@ -316,6 +345,7 @@ def score(args) -> dict:
     for split in args.splits:
         t0 = time.time()
         images, labels, keys = load_split(Path(args.data), split, args.limit)
+        images_key = zlib.crc32("\n".join(keys).encode())
         y = np.array([classes.index(c) for c in labels])
         per_shift: dict[str, dict] = {}
         secs = {n: 0.0 for n in models}
@@ -324,12 +354,14 @@ def score(args) -> dict:
             t = time.time()
             imgs = [shifted(im, shift, args.seed, k) for im, k in zip(images, keys, strict=True)]
             if shift.startswith("bg_"):
-                cover[shift] = float(np.mean([background_mask(im).mean() for im in images]))
+                c = np.array([background_mask(im).mean() for im in images])
+                cover[shift] = {"mean": float(c.mean()), "images_over_10pct": float((c > 0.1).mean())}
             make_s = time.time() - t
             probs = {}
             for name, m in models.items():
                 t = time.time()
-                probs[name] = view_probs(m.runner, imgs)
+                key = f"{keys_of[name]}-{split}-{images_key:08x}-{shift}-{args.seed}"
+                probs[name] = cached_view_probs(m.runner, imgs, cache, key)
                 secs[name] += time.time() - t
             rows = rows_from(models, ensembles, probs)
             per_shift[shift] = {
@@ -403,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="score only N images per split (a smoke run)")
     p.add_argument("--check", type=int, default=32, help="clean images compared against the engine (0: off)")
     p.add_argument("--json", default=None)
+    p.add_argument(
+        "--cache", default=None, help="folder keeping each model's probabilities per split and shift"
+    )
     args = p.parse_args(argv)
     if not args.model:
         args.model = ["default=default"]

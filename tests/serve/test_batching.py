@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -133,7 +134,8 @@ def test_overload_answers_503_with_retry_after_and_stays_healthy(tiny_model):
         assert set(codes) == {200, 503} and codes.count(200) >= 2
         busy = next(a for a in answers if a.status_code == 503)
         assert busy.headers["retry-after"] == "3" and "busy" in busy.json()["error"]
-        assert httpx.get(f"{base}/healthz").json() == {"status": "ok", "queue_depth": 0, "in_progress": 0}
+        health = httpx.get(f"{base}/healthz").json()
+        assert health == {"status": "ok", "queue_depth": 0, "in_progress": 0, "worker": os.getpid()}
         assert "vestis_overload_rejections_total" in httpx.get(f"{base}/metrics").text
         assert _post(base, "blue").status_code == 200
 

@@ -65,10 +65,20 @@ def _choose_heads(plans: dict, feats, cfg: TrainConfig, num_features: int, views
             warm: dict = {}  # linear: a path from strong to weak regularisation, each fit starting from the last
             for reg in sorted(cfg.linear_c) if htype == "linear" else cfg.weight_decays:
                 hc = HeadConfig(htype, cfg.hidden, cfg.dropout)
+                t = time.time()
                 fitted, score, steps = fit_head(
                     feats.feats[tr], y[tr], va_x, y[va], len(classes), hc, cfg, reg, warm=warm
                 )
-                grid_log.append({"head": head, "type": htype, knob: reg, "val_score": score, "steps": steps})
+                grid_log.append(
+                    {
+                        "head": head,
+                        "type": htype,
+                        knob: reg,
+                        "val_score": score,
+                        "steps": steps,
+                        "seconds": round(time.time() - t, 1),
+                    }
+                )
                 _say(cfg, f"  {head:>16} {htype:>6} {knob}={reg:<7g} val {cfg.select}={score:.4f}")
                 if head not in chosen or score > chosen[head][4]:
                     chosen[head] = (fitted, hc, knob, reg, score)

@@ -52,8 +52,17 @@ def _head_rows(report: dict, val: dict) -> list[dict]:
     rows = []
     for h, m in report["heads"].items():
         top5 = m["top_k"].get("5") if len(m.get("per_class", [])) > 5 else None
-        rows.append({"head": h, "classes": len(m.get("per_class", [])), "n": m["n"], "val_top1": val[h]["top1"],
-                     "test_top1": m["top1"], "test_top5": top5, "test_macro_f1": m["macro_f1"]})  # fmt: skip
+        rows.append(
+            {
+                "head": h,
+                "classes": len(m.get("per_class", [])),
+                "n": m["n"],
+                "val_top1": val[h]["top1"],
+                "test_top1": m["top1"],
+                "test_top5": top5,
+                "test_macro_f1": m["macro_f1"],
+            }
+        )
     return rows
 
 
@@ -62,8 +71,10 @@ def _table(rows: list[dict], title: str) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         top5 = "-" if r["test_top5"] is None else f"{r['test_top5']:.4f}"
-        print(f"| {r['head']} | {r['classes']} | {r['n']} | {r['val_top1']:.4f} | {r['test_top1']:.4f} | {top5} "
-              f"| {r['test_macro_f1']:.4f} |")  # fmt: skip
+        print(
+            f"| {r['head']} | {r['classes']} | {r['n']} | {r['val_top1']:.4f} | {r['test_top1']:.4f} | {top5} "
+            f"| {r['test_macro_f1']:.4f} |"
+        )
 
 
 def _test_groups(out: Path, cache: str, name: str) -> dict:
@@ -114,9 +125,13 @@ def main() -> None:
     if "cold" in parts:
         model, seconds, log = _train(out, cache, "stratified", labels=HEADS)
         rows = _head_rows(_evaluate(out, cache, "stratified"), model.metrics["validation"])
-        results["stratified"] = {"seconds": seconds, "seconds_features": log["seconds_features"],
-                                 "features_runtime": log["features_runtime"], "selected": log["selected"],
-                                 "heads": rows}  # fmt: skip
+        results["stratified"] = {
+            "seconds": seconds,
+            "seconds_features": log["seconds_features"],
+            "features_runtime": log["features_runtime"],
+            "selected": log["selected"],
+            "heads": rows,
+        }
         _table(rows, f"seeded stratified split, one 7-head model ({seconds / 60:.1f} min)")
     if "year" in parts:
         model, seconds, log = _train(out, cache, "year", labels=HEADS, split="year:even")

@@ -77,9 +77,26 @@ def test_catalogue_sample_several_heads(tmp_path, capsys):
     sample = [r for i, r in enumerate(rows) if i % 150 == 0][:300]  # every 150th row: a fixed sample
     (tmp_path / "styles.csv").write_text("\n".join([header, *sample]) + "\n")
     run = tmp_path / "run"
-    args = ["train", str(tmp_path / "styles.csv"), "--images", str(root / "images"), "--out", str(run),
-            "--label", "masterCategory,subCategory,gender", "--backbone", "lite0", "--no-tta",
-            "--min-count", "3", "--runtime", "torch", "--cache-dir", str(tmp_path / "cache"), "--quiet"]  # fmt: skip
+    args = [
+        "train",
+        str(tmp_path / "styles.csv"),
+        "--images",
+        str(root / "images"),
+        "--out",
+        str(run),
+        "--label",
+        "masterCategory,subCategory,gender",
+        "--backbone",
+        "lite0",
+        "--no-tta",
+        "--min-count",
+        "3",
+        "--runtime",
+        "torch",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--quiet",
+    ]
     assert main(args) == 0
     config = json.loads((run / "config.json").read_text())
     assert set(config["heads"]) == {"masterCategory", "subCategory", "gender"}

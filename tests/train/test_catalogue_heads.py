@@ -33,8 +33,18 @@ def _catalogue(root, n=60, rare_every=0):
 
 
 def _cfg(data, tmp_path, **kw):
-    base = dict(data=str(data), out=str(tmp_path / "run"), backbone="test_tiny", epochs=10, quiet=True,
-                cache_dir=str(tmp_path / "cache"), workers=0, lr=1e-2, c=[0.01, 1.0], weight_decay=[1e-3])  # fmt: skip
+    base = dict(
+        data=str(data),
+        out=str(tmp_path / "run"),
+        backbone="test_tiny",
+        epochs=10,
+        quiet=True,
+        cache_dir=str(tmp_path / "cache"),
+        workers=0,
+        lr=1e-2,
+        c=[0.01, 1.0],
+        weight_decay=[1e-3],
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -229,13 +239,29 @@ def test_finetune_several_heads_masked_weighted_and_selected_on_one(tmp_path):
 
     csv = _catalogue(tmp_path / "cat", n=48)
     text = (tmp_path / "cat" / "styles.csv").read_text().splitlines()
-    blank = [",".join(p if k != 2 else "" for k, p in enumerate(r.split(","))) if i % 4 == 0 else r
-             for i, r in enumerate(text[1:])]  # fmt: skip
+    blank = [
+        ",".join(p if k != 2 else "" for k, p in enumerate(r.split(","))) if i % 4 == 0 else r
+        for i, r in enumerate(text[1:])
+    ]
     csv.write_text("\n".join([text[0], *blank]) + "\n")  # every 4th row has no 'warmth'
-    cfg = TrainConfig(data=str(csv), out=str(tmp_path / "run"), mode="finetune", backbone="test_tiny", epochs=2,
-                      quiet=True, workers=0, cache_dir=str(tmp_path / "cache"), precision="fp32", batch_size=8,
-                      augment="light", lr=0.03, tensorboard=False, labels=["colour", "warmth"],
-                      loss_weights={"warmth": 0.5}, select_head="colour")  # fmt: skip
+    cfg = TrainConfig(
+        data=str(csv),
+        out=str(tmp_path / "run"),
+        mode="finetune",
+        backbone="test_tiny",
+        epochs=2,
+        quiet=True,
+        workers=0,
+        cache_dir=str(tmp_path / "cache"),
+        precision="fp32",
+        batch_size=8,
+        augment="light",
+        lr=0.03,
+        tensorboard=False,
+        labels=["colour", "warmth"],
+        loss_weights={"warmth": 0.5},
+        select_head="colour",
+    )
     summary = train(cfg)
     assert set(summary["metrics"]["validation"]) == {"colour", "warmth"}
     config = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -19,7 +19,6 @@ SAMPLE = 256  # images whose headers are read
 # "small": the model upscales the median image's shorter side by at least this factor (60x80 for a 224 model
 # resized to 256: 4.3x; 224x224 photos: 1.1x, nothing recorded)
 SMALL_UPSCALE = 1.5
-SETTINGS = ("auto", "off")
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 

@@ -282,3 +282,15 @@ def test_fit_pad_is_recorded_and_used(colour_folder, tmp_path):
     assert config["preprocess"]["fit"] == "pad" and model.preprocess.fit == "pad"
     with pytest.raises(ValueError, match="fit"):
         TrainConfig(data="x", fit="stretch")
+
+
+def test_auto_skips_the_linear_head_on_large_data(colour_folder, tmp_path, monkeypatch):
+    import vestis.train.fast as fast
+
+    monkeypatch.setattr(fast, "AUTO_LINEAR_MAX_ROWS", 10)  # the 30 training images x 2 views are "large"
+    train(_cfg(colour_folder, tmp_path, runtime="torch"))
+    log = json.loads((tmp_path / "run" / "train_log.json").read_text())
+    assert {g["type"] for g in log["grid"]} == {"mlp"}
+    train(_cfg(colour_folder, tmp_path, runtime="torch", head="linear", out=str(tmp_path / "r2")))
+    log = json.loads((tmp_path / "r2" / "train_log.json").read_text())
+    assert {g["type"] for g in log["grid"]} == {"linear"}  # asked for: fitted whatever the size

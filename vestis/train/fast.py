@@ -31,6 +31,11 @@ from vestis.train.probe import fit_head, head_probs
 from vestis.train.records import all_skipped, data_info, skipped_line, write_skipped
 from vestis.train.stages import group_effects, plan_stages, stage_groups
 
+# head=auto tries the linear head only below this many training rows (images x views). Measured on the 44k
+# catalogue (70,000 rows, docs/BENCHMARKS.md): the MLP won all seven heads on validation, by 0.5 to 5.8 points,
+# and the linear heads' L-BFGS path took about two thirds of the 27-minute grid. Ask for --head linear to fit it.
+AUTO_LINEAR_MAX_ROWS = 40_000
+
 
 def _say(cfg: TrainConfig, *msg) -> None:
     if not cfg.quiet:
@@ -56,10 +61,12 @@ def _plans(ds, feats, classes: dict[str, list[str]], trained: dict[str, set[str]
 def _choose_heads(plans: dict, feats, cfg: TrainConfig, num_features: int, views, grid_log: list) -> dict:
     """Each head's type and regularisation, chosen on its own validation score: {head: (module, HeadConfig,
     knob, value, score)}."""
-    head_types = ["linear", "mlp"] if cfg.head == "auto" else [cfg.head]
     chosen = {}
     for head, (classes, tr, va, y) in plans.items():
         va_x = feats.feats[va] if len(va) else np.zeros((0, len(views), num_features), np.float32)
+        head_types = [cfg.head]
+        if cfg.head == "auto":
+            head_types = ["linear", "mlp"] if len(tr) * len(views) < AUTO_LINEAR_MAX_ROWS else ["mlp"]
         for htype in head_types:
             knob = "C" if htype == "linear" else "weight_decay"
             warm: dict = {}  # linear: a path from strong to weak regularisation, each fit starting from the last

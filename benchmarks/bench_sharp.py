@@ -152,7 +152,6 @@ def main() -> None:
                     train_data,
                     out=run,
                     mode="fast",
-                    runtime="torch",
                     quiet=True,
                     native_size=native or "auto",
                 )

@@ -97,7 +97,8 @@ def test_augment_options():
             TrainConfig(data="x", mode="finetune", **bad)
     with pytest.raises(ValueError, match="resume"):
         TrainConfig(data="x", resume="runs/x")  # fast mode cannot resume
-    assert TrainConfig(data="x").epochs == 60 and TrainConfig(data="x", mode="finetune").epochs == 15
+    # fast mode: None = scaled to the data (vestis.train.probe.mlp_epochs); finetune: 15 per stage
+    assert TrainConfig(data="x").epochs is None and TrainConfig(data="x", mode="finetune").epochs == 15
     assert (
         TrainConfig(data="x", mode="finetune").freeze_bn is True
     )  # pretrained: keep its BatchNorm statistics

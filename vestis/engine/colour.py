@@ -19,9 +19,9 @@ class ColourRunner:
     """``runner(x) -> ({}, stats (N, NUM_STATS))`` for uint8 crops (N, H, W, 3) in ``preprocess``."""
 
     runtime = "torch"
-    classes: dict = {}
 
     def __init__(self, preprocess):
+        self.classes: dict = {}  # no heads
         self.preprocess = preprocess
         self.num_features = NUM_STATS
         self.norm = Normalize(preprocess)

@@ -160,15 +160,11 @@ def feature_runner(
         path = onnx_cache_dir(cache_dir) / f"backbone-{backbone_key(model, 'fp32')}.onnx"
         if not path.is_file():
             from vestis.engine.export import export_onnx
-            from vestis.models.heads import VestisModel
 
-            bare = VestisModel(
-                model.backbone, model.backbone_name, model.preprocess, {}, model.head_cfg, model.pretrained
-            )
             path.parent.mkdir(parents=True, exist_ok=True)
             if not quiet:
                 print(f"exporting the backbone to ONNX once (cached in {path.parent})", flush=True)
-            export_onnx(bare, path, source=model.backbone_name, features_only=True)
+            export_onnx(model.without_heads(), path, source=model.backbone_name, features_only=True)
         return OnnxRunner(path, device="cpu" if device == "auto" else device)
     from vestis.engine.torch_runner import TorchRunner
 

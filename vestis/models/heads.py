@@ -121,6 +121,12 @@ class VestisModel(nn.Module):
             m.eval()
         return self
 
+    def without_heads(self, backbone: nn.Module | None = None) -> VestisModel:
+        """A feature extractor over this model's backbone (or ``backbone``), preprocessing and settings, no heads
+        (the modules are shared, not copied)."""
+        net = self.backbone if backbone is None else backbone
+        return VestisModel(net, self.backbone_name, self.preprocess, {}, self.head_cfg, self.pretrained)
+
     @property
     def colour_stats(self) -> bool:
         return hasattr(self.backbone, "colour")

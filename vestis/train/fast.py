@@ -16,20 +16,19 @@ from pathlib import Path
 import numpy as np
 
 from vestis.data import load_dataset
-from vestis.data.hierarchy import learn_hierarchy
 from vestis.data.resolution import record_native_size
 from vestis.engine.colour import ColourRunner
 from vestis.engine.features import extract_features
 from vestis.engine.load import feature_runner
 from vestis.evaluate import compute_metrics, format_table, summarize
 from vestis.models.checkpoint import atomic_write_text, save_checkpoint
-from vestis.models.heads import HeadConfig, VestisModel
+from vestis.models.heads import HeadConfig
 from vestis.models.registry import create_model
 from vestis.runtime import pick_device
 from vestis.train.config import TrainConfig
 from vestis.train.probe import fit_head, head_probs
-from vestis.train.records import all_skipped, data_info, skipped_line, write_skipped
-from vestis.train.stages import group_effects, plan_stages, stage_groups
+from vestis.train.records import all_skipped, data_info, skipped_line, stored_extras, write_skipped
+from vestis.train.stages import plan_stages, stage_groups, staged_groups
 
 # head=auto tries the linear head only below this many training rows (images x views). Measured on the 44k
 # catalogue (70,000 rows, docs/BENCHMARKS.md): the MLP won all seven heads on validation, by 0.5 to 5.8 points,
@@ -42,7 +41,7 @@ def _say(cfg: TrainConfig, *msg) -> None:
         print(*msg, flush=True)
 
 
-def _plans(ds, feats, classes: dict[str, list[str]], trained: dict[str, set[str]], notes: list[str]) -> dict:
+def _plans(ds, feats, classes: dict[str, list[str]], trained: dict[str, set[str]]) -> dict:
     """Per head: (classes, training rows, validation rows, class index per sample (-1: none))."""
     plans = {}
     for head, cl in classes.items():
@@ -109,13 +108,8 @@ def train_fast(cfg: TrainConfig) -> dict:
         _say(cfg, f"native size {native[0]}x{native[1]} recorded: larger inputs are downscaled to it first")
     views = ("plain", "flip") if cfg.tta else ("plain",)
     paths = [s.path for s in ds.samples]
-    backbone = model
-    if (
-        cfg.colour_stats
-    ):  # the backbone's features (cached on their own), then the colour statistics beside them
-        backbone = VestisModel(
-            model.backbone.net, model.backbone_name, model.preprocess, {}, model.head_cfg, model.pretrained
-        )
+    # with colour statistics: the backbone's features (cached on their own), then the statistics beside them
+    backbone = model.without_heads(model.backbone.net) if cfg.colour_stats else model
     runner = feature_runner(backbone, device, cfg.precision, cfg.runtime, cfg.cache_dir, quiet=cfg.quiet)
     extract = dict(
         views=views,
@@ -145,7 +139,7 @@ def train_fast(cfg: TrainConfig) -> dict:
                 cfg, f"stage {st.name}: {', '.join(f'{h}: {len(c)} classes' for h, c in st.classes.items())}"
             )
         trained = st.classes if si else st.train  # later stages: every class seen so far (see the docstring)
-        plans = _plans(ds, feats, st.classes, {h: set(c) for h, c in trained.items()}, notes)
+        plans = _plans(ds, feats, st.classes, {h: set(c) for h, c in trained.items()})
         chosen = _choose_heads(plans, feats, cfg, model.num_features, views, grid_log)
         if len(stages) > 1 and si < len(stages) - 1:
             h = ds.heads[0]
@@ -170,8 +164,8 @@ def train_fast(cfg: TrainConfig) -> dict:
     if len(stages) > 1:
         h = ds.heads[0]
         _, _, va, y = plans[h]
-        final = stage_groups(stages, y[va], head_probs(model.head(h), feats.feats[va]), model.classes[h])
-        groups = {"final": final, "stages": stage_results, "effect": group_effects(final, stage_results)}
+        probs = head_probs(model.head(h), feats.feats[va])
+        groups = staged_groups(stages, y[va], probs, model.classes[h], stage_results)
         summary_metrics["groups"] = groups
         for g, e in groups["effect"].items():
             _say(
@@ -183,15 +177,7 @@ def train_fast(cfg: TrainConfig) -> dict:
 
     out = Path(cfg.out)
     data = data_info(cfg, ds, feats.digests, skipped=len(skipped))
-    stored_groups = [{"stage": s.name, "classes": s.group} for s in stages] if len(stages) > 1 else None
-    hierarchy = learn_hierarchy(ds.split("train"), ds.heads) if len(ds.heads) > 1 else None
-    train_config = {
-        **cfg.to_dict(),
-        "selected": selected,
-        "views": list(views),
-        "groups": stored_groups,
-        "hierarchy": hierarchy,
-    }
+    train_config = {**cfg.to_dict(), "selected": selected, "views": list(views), **stored_extras(ds, stages)}
     save_checkpoint(out, model, metrics=summary_metrics, data=data, train_config=train_config)
     write_skipped(out, skipped)
     seconds = round(time.time() - t0, 1)

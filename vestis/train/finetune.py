@@ -54,7 +54,7 @@ from vestis.train.resume import (
 )
 from vestis.train.run import Fit, Run, predict_probs
 from vestis.train.sampler import EpochSampler, build_image_cache, make_loader
-from vestis.train.stages import group_effects, plan_stages, stage_groups, stage_split, targets
+from vestis.train.stages import plan_stages, stage_groups, stage_split, staged_groups, targets
 
 __all__ = ["train_finetune"]
 
@@ -341,12 +341,10 @@ def _finish(run: Run) -> dict:
         say(format_imbalance(rows))
     if len(stages) > 1:
         h = ds.heads[0]
-        final = stage_groups(stages, yva[h][ok], probs[h][ok], model.classes[h])
-        effect = group_effects(final, run.stage_results)
-        groups = {"final": final, "stages": run.stage_results, "effect": effect}
-        for g, m in final.items():
+        groups = staged_groups(stages, yva[h][ok], probs[h][ok], model.classes[h], run.stage_results)
+        for g, m in groups["final"].items():
             say(f"group {g}: " + (json.dumps(m) if m else "no validation images"))
-        for g, e in effect.items():
+        for g, e in groups["effect"].items():
             say(
                 f"effect of the later stages on group {g}: top-1 {e['top1_before']:.4f} -> {e['top1_after']:.4f}"
             )

@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from vestis.data import DataSet, Skipped, data_fingerprint
+from vestis.data.hierarchy import learn_hierarchy
 from vestis.data.images import file_digest
 from vestis.models.checkpoint import atomic_write_text
 from vestis.train.config import TrainConfig
@@ -67,3 +68,13 @@ def skipped_line(run_dir: Path, ds: DataSet, unreadable: int) -> str | None:
     if loader:
         parts.append(f"{loader} left out while reading the data")
     return f"skipped {loader + unreadable} inputs: {', '.join(parts)} (listed in {Path(run_dir) / SKIPPED})"
+
+
+def stored_extras(ds: DataSet, stages) -> dict:
+    """What both trainers store beside the options: the class group of each stage (None without stages) and the
+    label hierarchy learned from the training split (None for one head, or when no head implies another)."""
+    groups = [{"stage": s.name, "classes": s.group} for s in stages]
+    return {
+        "groups": groups if len(groups) > 1 else None,
+        "hierarchy": learn_hierarchy(ds.split("train"), ds.heads) if len(ds.heads) > 1 else None,
+    }

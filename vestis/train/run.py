@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vestis.data.hierarchy import learn_hierarchy
 from vestis.engine.infer import infer
 from vestis.engine.loader import ImageSet
 from vestis.engine.torch_runner import TorchRunner
@@ -23,7 +22,7 @@ from vestis.runtime import resolve_precision
 from vestis.train.config import TrainConfig
 from vestis.train.ema import EMA
 from vestis.train.history import History
-from vestis.train.records import content_digests, data_info
+from vestis.train.records import content_digests, data_info, stored_extras
 from vestis.train.resume import load_best
 from vestis.train.sampler import EpochSampler
 from vestis.train.stages import Stage
@@ -59,6 +58,7 @@ class Run:
     cache: list | None = None
     history: History | None = None
     digests: list | None = None  # each sample's content digest (the data fingerprint), read once
+    extras: dict | None = None  # stage groups and label hierarchy (records.stored_extras), learned once
 
     @property
     def eval_precision(self) -> str:
@@ -107,15 +107,9 @@ class Run:
         """``model`` as the run's checkpoint, with its metrics, data record and stored options."""
         if self.digests is None:
             self.digests = content_digests(self.ds, progress=not self.cfg.quiet)
-        groups = [{"stage": s.name, "classes": s.group} for s in self.stages]
-        train_config = {
-            **self.cfg.to_dict(),
-            "views": list(self.views),
-            "groups": groups if len(groups) > 1 else None,
-            "hierarchy": learn_hierarchy(self.ds.split("train"), self.ds.heads)
-            if len(self.ds.heads) > 1
-            else None,
-        }
+        if self.extras is None:  # the same for every save of the run
+            self.extras = stored_extras(self.ds, self.stages)
+        train_config = {**self.cfg.to_dict(), "views": list(self.views), **self.extras}
         data = data_info(self.cfg, self.ds, self.digests, skipped)
         save_checkpoint(
             self.run_dir, model, include_backbone=True, metrics=metrics, data=data, train_config=train_config

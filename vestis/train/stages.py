@@ -100,3 +100,12 @@ def group_effects(final: dict, stage_results: list[dict]) -> dict:
                     "change": after - before,
                 }
     return effect
+
+
+def staged_groups(
+    stages: list[Stage], y: np.ndarray, probs: np.ndarray, classes: list[str], stage_results: list
+) -> dict:
+    """The report of a staged run at its end: each group's validation metrics (``final``), what each stage
+    scored after it (``stages``) and how the later stages changed each group (``effect``)."""
+    final = stage_groups(stages, y, probs, classes)
+    return {"final": final, "stages": stage_results, "effect": group_effects(final, stage_results)}

@@ -294,3 +294,13 @@ def test_auto_skips_the_linear_head_on_large_data(colour_folder, tmp_path, monke
     train(_cfg(colour_folder, tmp_path, runtime="torch", head="linear", out=str(tmp_path / "r2")))
     log = json.loads((tmp_path / "r2" / "train_log.json").read_text())
     assert {g["type"] for g in log["grid"]} == {"linear"}  # asked for: fitted whatever the size
+
+
+def test_colour_stats_skip_unreadable_images_and_count_them(colour_folder, tmp_path):
+    (colour_folder / "train" / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (colour_folder / "train" / "red" / "empty.jpg").write_bytes(b"")
+    summary = train(_cfg(colour_folder, tmp_path, colour_stats=True, head="linear", runtime="torch"))
+    skipped = json.loads((tmp_path / "run" / "skipped.json").read_text())
+    names = {s["item"].rsplit("/", 1)[-1] for s in skipped}
+    assert {"broken.png", "empty.jpg"} <= names and summary["skipped"] == len(skipped)
+    assert summary["metrics"]["validation"]["label"]["top1"] >= 0.9

@@ -136,6 +136,10 @@ def _add_finetune(p) -> None:
     )
     g.add_argument("--erase", type=float, default=d.erase, help="random-erasing probability")
     g.add_argument(
+        "--zoom-out", type=float, default=d.zoom_out, help="probability of a looser framing (photo shrunk)"
+    )
+    g.add_argument("--low-res", type=float, default=d.low_res, help="probability of a low-resolution copy")
+    g.add_argument(
         "--train-size", type=int, help="training crop size (default: the model's; faster when smaller)"
     )
     g.add_argument("--freeze", type=int, default=d.freeze, help="backbone layer groups kept frozen (1: stem, "

@@ -121,18 +121,24 @@ class ToNative:
         return img if size is None else img.resize(size, Image.Resampling.BOX)
 
 
+def border_fill(img: Image.Image) -> tuple[int, int, int]:
+    """The most common colour of the image's outermost pixels (mean of the largest 4-bit-per-channel bin)."""
+    a = np.asarray(img)
+    if a.ndim == 2:
+        a = a[..., None].repeat(3, -1)
+    ring = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).reshape(-1, a.shape[-1])[:, :3].astype(np.int64)
+    bins = (ring // 16) @ np.array([256, 16, 1])
+    common = ring[bins == np.bincount(bins).argmax()]
+    return tuple(int(v) for v in common.mean(0).round())
+
+
 def letterbox(img: Image.Image, side: int, interpolation) -> Image.Image:
     """The whole image resized into a ``side`` x ``side`` square (aspect ratio kept), centred on its own border
     colour (the most common colour of its outermost pixels: a catalogue's white studio background stays white)."""
     w, h = img.size
     scale = side / max(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    a = np.asarray(img)
-    ring = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).reshape(-1, a.shape[-1])[:, :3].astype(np.int64)
-    bins = (ring // 16) @ np.array([256, 16, 1])  # the most common border colour (4-bit bins), its mean
-    common = ring[bins == np.bincount(bins).argmax()]
-    fill = tuple(int(v) for v in common.mean(0).round())
-    canvas = Image.new("RGB", (side, side), fill)
+    canvas = Image.new("RGB", (side, side), border_fill(img))
     canvas.paste(
         img.resize(size, interpolation) if size != (w, h) else img,
         ((side - size[0]) // 2, (side - size[1]) // 2),
@@ -204,8 +210,16 @@ def normalize(x: np.ndarray, pre: Preprocess) -> np.ndarray:
     return (x - mean) / std
 
 
-def resolve_transform(pre: Preprocess | tuple[Preprocess, ...], train: bool = False, augment: str = "light",
-                      crop_scale: float = 0.35, erase: float = 0.0, size: int | None = None):  # fmt: skip
+def resolve_transform(
+    pre: Preprocess | tuple[Preprocess, ...],
+    train: bool = False,
+    augment: str = "light",
+    crop_scale: float = 0.35,
+    erase: float = 0.0,
+    size: int | None = None,
+    zoom_out: float = 0.0,
+    low_res: float = 0.0,
+):
     """The transform for ``pre``; for an ensemble's tuple of preprocessings, a tuple of results, one per member.
 
     Eval (``train=False``): :class:`EvalCrop`, a uint8 (S, S, 3) array, no torch needed; the model's
@@ -213,11 +227,15 @@ def resolve_transform(pre: Preprocess | tuple[Preprocess, ...], train: bool = Fa
     Train (the fine-tuning trainer; needs torchvision): a normalised float tensor (3, S, S) from
     random-resized-crop (area ``crop_scale``..1) + flip, plus ``augment``: 'none' (crop only), 'light' (+ flip),
     'trivial' (TrivialAugmentWide) or 'randaug' (RandAugment); ``erase``: probability of random erasing (after
-    normalisation); ``size``: the training crop (default ``input_size``; smaller is faster, and a model trained
+    normalisation); ``zoom_out`` / ``low_res``: probabilities of :class:`~vestis.models.augment.ZoomOut` (a
+    looser framing) and :class:`~vestis.models.augment.LowRes` (a low-resolution copy), before the crop;
+    ``size``: the training crop (default ``input_size``; smaller is faster, and a model trained
     on random-resized crops a little below its test size sees objects at the apparent size it is tested at:
     Touvron et al., "Fixing the train-test resolution discrepancy", 2019)."""
     if isinstance(pre, tuple):
-        return _EachMember([resolve_transform(p, train, augment, crop_scale, erase, size) for p in pre])
+        return _EachMember(
+            [resolve_transform(p, train, augment, crop_scale, erase, size, zoom_out, low_res) for p in pre]
+        )
     if not train:
         return EvalCrop(pre)
     from torchvision import transforms as T
@@ -225,6 +243,12 @@ def resolve_transform(pre: Preprocess | tuple[Preprocess, ...], train: bool = Fa
     interp = T.InterpolationMode(pre.interpolation)
     norm = [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     ops = [T.RandomResizedCrop(size or pre.input_size, scale=(crop_scale, 1.0), interpolation=interp)]
+    from .augment import LowRes, ZoomOut
+
+    if low_res > 0:
+        ops.insert(0, LowRes(low_res))
+    if zoom_out > 0:
+        ops.insert(0, ZoomOut(zoom_out))
     if pre.fit == "pad":
         ops.insert(0, Letterbox(pre.input_size, pre.interpolation))
     if pre.native_size is not None:  # a larger training image at the scale the model is tested at

@@ -50,8 +50,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "fast": _names("c lbfgs_iter"),
     "finetune": _names(
-        "backbone_lr_scale warmup_epochs min_lr_scale augment crop_scale erase train_size freeze freeze_bn mixup "
-        "cutmix sampler ema_decay patience head_init channels_last stages"
+        "backbone_lr_scale warmup_epochs min_lr_scale augment crop_scale erase zoom_out low_res train_size freeze "
+        "freeze_bn mixup cutmix sampler ema_decay patience head_init channels_last stages"
     ),
     "runtime": RUNTIME_FIELDS,
 }
@@ -140,6 +140,8 @@ class TrainConfig:
     augment: str = "trivial"  # none (crop), light (+flip), trivial (+TrivialAugmentWide), randaug
     crop_scale: float = 0.35  # random-resized-crop: smallest area fraction
     erase: float = 0.0  # random-erasing probability
+    zoom_out: float = 0.0  # probability of a looser framing (the photo shrunk on its border colour)
+    low_res: float = 0.0  # probability of a low-resolution copy (short side 48-160 px, scaled back)
     train_size: int | None = None  # training crop (default: the model's input size, which evaluation uses)
     freeze: int = 0  # backbone layer groups kept frozen (1: the stem, 2: + the first stage, ...)
     # every backbone BatchNorm keeps its pretrained statistics; None: yes when pretrained. Measured: updating them
@@ -208,8 +210,9 @@ class TrainConfig:
                 "warmup_epochs >= 0, min_lr_scale in [0, 1]",
             ),
             (
-                0.05 <= self.crop_scale <= 1 and 0 <= self.erase <= 1,
-                "crop_scale in [0.05, 1], erase in [0, 1]",
+                0.05 <= self.crop_scale <= 1
+                and all(0 <= p <= 1 for p in (self.erase, self.zoom_out, self.low_res)),
+                "crop_scale in [0.05, 1]; erase, zoom_out and low_res in [0, 1]",
             ),
             (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),

@@ -96,6 +96,8 @@ class Run:
                 crop_scale=cfg.crop_scale,
                 erase=cfg.erase,
                 size=cfg.train_size,
+                zoom_out=cfg.zoom_out,
+                low_res=cfg.low_res,
             )
         else:
             tf = resolve_transform(pre)

@@ -123,3 +123,17 @@ def test_feature_extraction_leaves_the_model_trainable(colour_folder, tmp_path):
     assert not any(p.is_inference() for p in model.parameters())
     loss = model(torch.zeros(2, 3, 32, 32, device=next(model.parameters()).device))["label"].sum()
     loss.backward()  # raised "Inference tensors cannot be saved for backward" on CUDA
+
+
+def test_input_size_travels_with_the_model(colour_folder, tmp_path):
+    import vestis
+
+    train(_cfg(colour_folder, tmp_path, head="linear", input_size=24))
+    model, _ = load_checkpoint(tmp_path / "run")
+    assert model.preprocess.input_size == 24 and model.preprocess.resize_size == 24  # test_tiny: crop_pct 1
+    loaded = vestis.load(tmp_path / "run", runtime="torch")
+    assert loaded.preprocess.input_size == 24
+    rows = loaded.predict(str(colour_folder / "test"))
+    assert rows and all(r["label"] in ("blue", "green", "red") for r in rows if "label" in r)
+    with pytest.raises(ValueError, match="input_size"):
+        TrainConfig(data="x", input_size=4)

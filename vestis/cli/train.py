@@ -92,6 +92,11 @@ def _add_train(sub) -> None:
         help="feature extraction runtime (auto: ONNX Runtime fp32 on a CPU, when installed)",
     )
     p.add_argument(
+        "--input-size",
+        type=int,
+        help="the square the network sees (default: the backbone's); cost grows with its area",
+    )
+    p.add_argument(
         "--fit",
         choices=("crop", "pad"),
         default="crop",

@@ -44,7 +44,7 @@ RUNTIME_FIELDS = _names(
 )
 GROUPS: dict[str, tuple[str, ...]] = {
     "dataset": _names("data images labels id_column path_column pattern split val test min_per_class rare"),
-    "model": _names("backbone pretrained head hidden dropout colour_stats fit native_size"),
+    "model": _names("backbone pretrained head hidden dropout colour_stats fit native_size input_size"),
     "training": _names(
         "seed loss label_smoothing epochs lr weight_decay select select_head loss_weights tta batch_size precision"
     ),
@@ -111,6 +111,9 @@ class TrainConfig:
     # small training images: their size is recorded and larger inputs are downscaled to it before the usual
     # resize + crop (auto: measured, recorded when small; off; or WxH). vestis.data.resolution
     native_size: str = "auto"
+    # the square the network sees (default: the backbone's own, e.g. 224 for lite0); smaller is cheaper in
+    # proportion to its area: a 60x80 catalogue holds no more detail at 224 than at 128
+    input_size: int | None = None
     # -- training (both modes)
     seed: int = 0  # also draws the split when the data has none
     loss: str = "ce"
@@ -227,6 +230,7 @@ class TrainConfig:
             (self.resume is None or self.mode == "finetune", "resume needs mode finetune"),
             (self.rare in ("drop", "fold"), "rare must be drop or fold"),
             (self.fit in ("crop", "pad"), "fit must be crop or pad"),
+            (self.input_size is None or self.input_size >= 16, "input_size must be >= 16"),
             (not self.colour_stats or self.mode == "fast", "colour_stats needs mode fast"),
             (self.runtime in ("auto", "torch", "onnx"), "runtime must be auto, torch or onnx"),
             (all(w >= 0 for w in (self.loss_weights or {}).values()), "loss weights must be >= 0"),

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from vestis.data import load_dataset
-from vestis.data.resolution import record_native_size
 from vestis.engine.colour import ColourRunner
 from vestis.engine.features import extract_features
 from vestis.engine.load import feature_runner
@@ -27,7 +25,14 @@ from vestis.models.registry import create_model
 from vestis.runtime import pick_device
 from vestis.train.config import TrainConfig
 from vestis.train.probe import fit_head, head_probs
-from vestis.train.records import all_skipped, data_info, skipped_line, stored_extras, write_skipped
+from vestis.train.records import (
+    all_skipped,
+    data_info,
+    set_preprocess,
+    skipped_line,
+    stored_extras,
+    write_skipped,
+)
 from vestis.train.stages import plan_stages, stage_groups, staged_groups
 
 # head=auto tries the linear head only below this many training rows (images x views). Measured on the 44k
@@ -101,11 +106,9 @@ def train_fast(cfg: TrainConfig) -> dict:
     for note in ds.notes:
         _say(cfg, "data:", note)
     model = create_model(cfg.backbone, pretrained=cfg.pretrained, colour_stats=cfg.colour_stats)
-    if cfg.fit != model.preprocess.fit:
-        model.preprocess = replace(model.preprocess, fit=cfg.fit)
-    native = record_native_size(model, [s.path for s in ds.samples if s.split == "train"], cfg.native_size)
-    if native:
-        _say(cfg, f"native size {native[0]}x{native[1]} recorded: larger inputs are downscaled to it first")
+    note = set_preprocess(model, cfg, ds)
+    if note:
+        _say(cfg, note)
     views = ("plain", "flip") if cfg.tta else ("plain",)
     paths = [s.path for s in ds.samples]
     # with colour statistics: the backbone's features (cached on their own), then the statistics beside them

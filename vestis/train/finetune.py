@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from vestis.data import load_dataset
-from vestis.data.resolution import record_native_size
 from vestis.engine.loader import default_workers
 from vestis.evaluate import format_table, summarize
 from vestis.models.checkpoint import atomic_write_text, read_config
@@ -39,7 +37,7 @@ from vestis.train.history import History, format_imbalance, imbalance_table, sco
 from vestis.train.losses import make_loss
 from vestis.train.probe import probe_heads
 from vestis.train.recipe import head_loss, lr_scale, make_optimizer, mix_batch, seed_everything
-from vestis.train.records import all_skipped, skipped_line, write_skipped
+from vestis.train.records import all_skipped, set_preprocess, skipped_line, write_skipped
 from vestis.train.resume import (
     load_best,
     load_weights,
@@ -91,11 +89,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
     seed_everything(cfg, 0, 0)  # the same random initial weights (--no-pretrained) in every process
     head_cfg = HeadConfig("mlp" if cfg.head == "mlp" else "linear", cfg.hidden, cfg.dropout)
     model = create_model(cfg.backbone, pretrained=cfg.pretrained, head=head_cfg)
-    if cfg.fit != model.preprocess.fit:
-        model.preprocess = replace(model.preprocess, fit=cfg.fit)
-    native = record_native_size(model, [s.path for s in ds.samples if s.split == "train"], cfg.native_size)
-    if native:
-        notes.append(f"native size {native[0]}x{native[1]} recorded: larger inputs downscaled to it first")
+    note = set_preprocess(model, cfg, ds)
+    if note:
+        notes.append(note)
     workers = default_workers() if cfg.workers is None else cfg.workers
     precision = resolve_precision(device, cfg.precision, training=True)
     run = Run(cfg, rank, world, device, precision, workers, ds, stages, model, notes, t0=t0, on_step=on_step)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -13,10 +14,24 @@ from tqdm.auto import tqdm
 from vestis.data import DataSet, Skipped, data_fingerprint
 from vestis.data.hierarchy import learn_hierarchy
 from vestis.data.images import file_digest
+from vestis.data.resolution import record_native_size
 from vestis.models.checkpoint import atomic_write_text
 from vestis.train.config import TrainConfig
 
 SKIPPED = "skipped.json"
+
+
+def set_preprocess(model, cfg: TrainConfig, ds: DataSet) -> str | None:
+    """The run's preprocessing options into ``model.preprocess`` (input size, fit, the training images' native
+    size, measured); returns a note when a native size was recorded."""
+    pre = model.preprocess
+    if cfg.input_size is not None:
+        pre = replace(pre, input_size=cfg.input_size)
+    model.preprocess = replace(pre, fit=cfg.fit)
+    native = record_native_size(model, [s.path for s in ds.samples if s.split == "train"], cfg.native_size)
+    if native:
+        return f"native size {native[0]}x{native[1]} recorded: larger inputs are downscaled to it first"
+    return None
 
 
 def content_digests(ds: DataSet, progress: bool = False) -> list[str | None]:

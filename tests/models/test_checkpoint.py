@@ -88,24 +88,78 @@ def _write(run, cfg) -> None:
     (run / "config.json").write_text(json.dumps(cfg) if not isinstance(cfg, str) else cfg)
 
 
-def test_format_is_2_and_format_1_is_migrated_on_read(tmp_path):
+def test_plain_checkpoint_is_format_2_and_format_1_is_migrated_on_read(tmp_path):
     run, cfg = _saved(tmp_path, data={"source": "data/x", "load": {"source": "data/x", "images": None}})
-    assert FORMAT == 2 and cfg["format"] == 2 and cfg["data"]["paths_relative_to"] == "run_dir"
+    assert FORMAT == 3 and cfg["format"] == 2 and cfg["data"]["paths_relative_to"] == "run_dir"
+    assert "head_types" not in cfg and "colour_stats" not in cfg
     cfg.update(format=1, data={"source": "data/x", "load": {"source": "data/x", "images": None}})
     _write(run, cfg)
     got = read_config(run)
-    assert got["format"] == 2 and got["migrated_from"] == 1
+    assert got["format"] == FORMAT and got["migrated_from"] == 1
     assert got["data"]["paths_relative_to"] == "cwd" and got["data"]["load"]["source"] == "data/x"
     model, _ = load_checkpoint(run)
     assert model.classes == _model().classes
 
 
+def _layout_model(**kwargs):
+    torch.manual_seed(2)
+    heads = {"type": ["a", "b", "c"], "colour": ["x", "y"]}
+    return create_model("test_tiny", heads=heads, head=HeadConfig("linear"), **kwargs).eval()
+
+
+@pytest.mark.parametrize(
+    ("key", "kwargs"),
+    [
+        ("head_types", {"head_cfgs": {"colour": HeadConfig("mlp", 8)}}),
+        ("colour_stats", {"colour_stats": True}),
+    ],
+)
+def test_layout_keys_are_written_as_format_3_and_round_trip(tmp_path, key, kwargs):
+    m = _layout_model(**kwargs)
+    save_checkpoint(tmp_path, m)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    assert raw["format"] == 3 == FORMAT and key in raw
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # format 3 knows these keys
+        m2, got = load_checkpoint(tmp_path)
+    assert got["format"] == 3 and "migrated_from" not in got
+    x = torch.rand(2, 3, 32, 32)
+    for h in m.classes:
+        assert torch.allclose(m(x)[h], m2(x)[h], atol=1e-6)
+
+
+def test_a_format_2_reader_reads_plain_checkpoints_and_refuses_format_3(tmp_path, monkeypatch):
+    from vestis.models import run_config
+
+    plain, _ = _saved(tmp_path)
+    layout = tmp_path / "layout"
+    save_checkpoint(layout, _layout_model(colour_stats=True))
+    monkeypatch.setattr(run_config, "FORMAT", 2)  # the previous vestis
+    assert read_config(plain)["format"] == 2
+    with pytest.raises(CheckpointError, match=r"written by a newer vestis \(format 3.*upgrade vestis$"):
+        read_config(layout)
+
+
+def test_format_2_with_layout_keys_still_reads(tmp_path):
+    """The vestis before format 3 wrote head_types / colour_stats under format 2."""
+    save_checkpoint(tmp_path, _layout_model(head_cfgs={"colour": HeadConfig("mlp", 8)}))
+    _write(tmp_path, {**json.loads((tmp_path / "config.json").read_text()), "format": 2})
+    model, got = load_checkpoint(tmp_path)
+    assert got["migrated_from"] == 2 and got["head_types"] == {"colour": HeadConfig("mlp", 8).to_dict()}
+    assert model.head_cfgs == {"colour": HeadConfig("mlp", 8)}
+
+
 def test_newer_format_asks_for_an_upgrade(tmp_path):
     run, cfg = _saved(tmp_path)
-    _write(run, {**cfg, "format": 3})
-    with pytest.raises(CheckpointError, match=r"written by a newer vestis \(format 3.*upgrade") as e:
+    _write(run, {**cfg, "format": FORMAT + 1})
+    with pytest.raises(
+        CheckpointError, match=rf"written by a newer vestis \(format {FORMAT + 1}.*upgrade"
+    ) as e:
         read_config(run)
-    assert str(run / "config.json") in str(e.value)
+    message = str(e.value)
+    assert message.startswith(str(run / "config.json") + ":") and "\n" not in message
+    with pytest.raises(CheckpointError, match="upgrade vestis"):
+        load_checkpoint(run)  # before any weights are looked at
 
 
 def test_unknown_top_level_keys_warn_once_naming_file_and_keys(tmp_path):

@@ -6,13 +6,18 @@ rebuilt from the registry with its pretrained weights). Nothing is ever unpickle
 ``config.json`` is versioned (``format``). The reader:
 
 * migrates older formats on read (format 1 -> 2: data paths were stored relative to the working directory
-  of the training run; format 2 stores them relative to the run directory, see :func:`resolve_data_load`);
+  of the training run; format 2 stores them relative to the run directory, see :func:`resolve_data_load`;
+  2 -> 3: nothing to change, format 3 only adds optional keys);
 * refuses a newer format with "written by a newer vestis (format N); upgrade";
 * warns (once per file) about top-level keys it does not know, and otherwise ignores them;
 * raises :class:`CheckpointError` (a ``ValueError``), one line naming the file, for anything damaged:
   corrupt JSON, a config that is not an object or lacks ``backbone`` / ``heads``, malformed heads, a bad
   ``preprocess`` (unknown keys there too: a model prepared differently would predict wrongly) or ``head``,
   and a truncated / empty / foreign ``model.safetensors`` or weights that do not fit the model.
+
+The writer uses the oldest format that holds the model: 3 when it has per-head head types (``head_types``) or
+colour statistics (``colour_stats``), which a format-2 reader would ignore and then build the wrong model
+for; otherwise 2, which the previous vestis still reads.
 
 Importing this module does not import torch (only loading and saving weights does)."""
 
@@ -40,6 +45,7 @@ from vestis.models.run_config import (
     read_config,
     resolve_data_load,
     resolve_model_dir,
+    written_format,
 )
 
 if TYPE_CHECKING:
@@ -131,6 +137,7 @@ def save_checkpoint(run_dir: str | Path, model: VestisModel, *, include_backbone
         "data": _store_data(data, run_dir),
         "train_config": train_config or {},
     }
+    config["format"] = written_format(config)  # 2 unless a format-3 key is used: older readers still read it
     atomic_write_text(run_dir / CONFIG, json.dumps(config, indent=2))
     return run_dir
 

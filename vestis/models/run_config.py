@@ -15,7 +15,11 @@ from vestis import __version__
 from vestis.models.head_config import HeadConfig
 from vestis.models.preprocess import Preprocess
 
-FORMAT = 2
+FORMAT = 3  # the newest format this vestis reads and writes
+# Format 3 = format 2 + optional keys that change the model's layout: a format-2 reader that does not know them
+# warns "unknown key" and then builds the wrong model. A config using none of them is written as format 2, which
+# the previous vestis still reads; one using any of them is written as format 3, which it refuses ("upgrade").
+FORMAT_3_KEYS = ("head_types", "colour_stats")
 CONFIG = "config.json"
 BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "default"
 
@@ -154,7 +158,17 @@ def _migrate_1_to_2(config: dict) -> dict:
     return config
 
 
-_MIGRATIONS = {1: _migrate_1_to_2}  # format N -> N + 1
+def _migrate_2_to_3(config: dict) -> dict:
+    """Format 3 only adds :data:`FORMAT_3_KEYS`, optional, whose absence means what format 2 meant."""
+    return config
+
+
+_MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}  # format N -> N + 1
+
+
+def written_format(config: dict) -> int:
+    """The format a config is written in: the oldest that holds it (:data:`FORMAT_3_KEYS` need format 3)."""
+    return 3 if any(config.get(k) for k in FORMAT_3_KEYS) else 2
 
 
 def _check_heads(heads, path: Path) -> None:
@@ -212,7 +226,7 @@ def _check_config(config, path: Path) -> dict:
         _head_config(config["head"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f'{path}: bad "head": {e}') from None
-    types = config.setdefault("head_types", {})  # heads configured unlike "head" (format 2, optional)
+    types = config.setdefault("head_types", {})  # heads configured unlike "head" (optional, FORMAT_3_KEYS)
     if not isinstance(types, dict) or set(types) - set(config["heads"]):
         raise CheckpointError(f'{path}: "head_types" must map some of the heads to a head configuration')
     for h, d in types.items():

@@ -15,6 +15,8 @@ import pytest
 
 from tests.serve.conftest import png_bytes
 from vestis.cli import build_parser, main
+from vestis.cli.serve import serve_config
+from vestis.serve.options import ServeOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,9 +48,33 @@ def test_serve_is_a_subcommand_with_its_options():
     assert args.allow_private_urls and args.host == "127.0.0.1"
 
 
+def _options(*argv: str) -> dict:
+    return serve_config(build_parser().parse_args(["serve", "--model", "runs/x", *argv]))["options"]
+
+
+def test_thread_flags_reach_the_server_options():
+    got = ServeOptions.from_dict(_options("--decode-threads", "2", "--model-threads", "3", "--ort-spinning"))
+    assert (got.decode_threads, got.model_threads, got.ort_spinning) == (2, 3, True)
+    got = ServeOptions.from_dict(_options("--ort-spinning", "--no-ort-spinning"))
+    assert got.ort_spinning is False
+
+
+def test_without_thread_flags_the_server_keeps_its_defaults():
+    options = _options()
+    assert "model_threads" not in options  # 0 in the server: the physical cores, shared out between workers
+    got, default = ServeOptions.from_dict(options), ServeOptions()
+    assert (got.decode_threads, got.model_threads, got.ort_spinning) == (
+        default.decode_threads,
+        default.model_threads,
+        default.ort_spinning,
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["--decode-threads", "0"], "--decode-threads must be >= 1, got 0"),
+        (["--model-threads", "0"], "--model-threads must be >= 1, got 0"),
         (["--max-batch", "0"], "max_batch must be an integer > 0"),
         (["--max-wait-ms", "-1"], "max_wait_ms must be a number >= 0"),
         (["--port", "70000"], "--port"),

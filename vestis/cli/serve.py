@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from vestis.cli.common import _add_runtime
 
 
@@ -34,16 +36,48 @@ def _add_serve(sub) -> None:
     )
     g.add_argument("--top-k", type=int, default=d.top_k, help="predictions per head by default")
     g.add_argument("--tta", action="store_true", help="average with the mirrored image (2x the model work)")
+    t = p.add_argument_group("threads")
+    t.add_argument(
+        "--decode-threads",
+        type=int,
+        default=d.decode_threads,
+        metavar="N",
+        help=f"threads decoding and resizing uploaded images, per worker (default: {d.decode_threads})",
+    )
+    t.add_argument(
+        "--model-threads",
+        type=int,
+        metavar="N",
+        help="ONNX Runtime threads per forward pass (default: the physical cores, shared out between workers)",
+    )
+    t.add_argument(
+        "--ort-spinning",
+        action=argparse.BooleanOptionalAction,
+        default=d.ort_spinning,
+        help="let ONNX Runtime's idle threads busy-wait (off unless given): faster for a lone caller, but "
+        "takes the decoders' cores",
+    )
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=_serve)
 
 
 def _serve(args) -> int:
-    from vestis.serve.options import ServeOptions
     from vestis.serve.server import serve
 
     if not 0 <= args.port <= 65535 or args.workers < 1:
         raise ValueError("--port must be 0..65535 and --workers >= 1")
+    config = serve_config(args)
+    return serve(config, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
+
+
+def serve_config(args) -> dict:
+    """The server's config (:func:`vestis.serve.server.serve`) from the parsed arguments; a ``ValueError``
+    naming the option when one is invalid, before any model loads."""
+    from vestis.serve.options import ServeOptions
+
+    for flag, value in (("--decode-threads", args.decode_threads), ("--model-threads", args.model_threads)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     options = {
         "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms,
@@ -54,9 +88,12 @@ def _serve(args) -> int:
         "allow_private_urls": args.allow_private_urls,
         "top_k": args.top_k,
         "tta": args.tta,
+        "decode_threads": args.decode_threads,
+        "ort_spinning": args.ort_spinning,
+        **({"model_threads": args.model_threads} if args.model_threads is not None else {}),
     }
     ServeOptions.from_dict(options)  # invalid options fail here, before the model loads
-    config = {
+    return {
         "model": args.model,
         "index": args.index,
         "runtime": args.runtime,
@@ -64,4 +101,3 @@ def _serve(args) -> int:
         "precision": args.precision,
         "options": options,
     }
-    return serve(config, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)

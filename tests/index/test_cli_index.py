@@ -16,6 +16,7 @@ pytest.importorskip("sklearn")
 
 from tests.conftest import COLOURS, make_image, stable_seed  # noqa: E402
 from vestis.cli import main  # noqa: E402
+from vestis.data.images import file_digest  # noqa: E402
 from vestis.index import Index  # noqa: E402
 from vestis.index.files import locked  # noqa: E402
 
@@ -104,6 +105,9 @@ def test_add_remove_keep_ids_and_evaluate(catalogue, tmp_path, capsys):
     assert out["added"] == 3 and out["ids"] == [136, 137, 138] and out["items"] == 39 and out["skipped"] == 1
     index = Index.open(idx)
     assert index.item(137)["folder"] == "shop" and index.item(103)["articleType"] == "red"
+    assert str(new / "broken.jpg") not in index.paths and len(index.digests) == len(index.paths) == 39
+    for path, digest in zip(index.paths, index.digests, strict=True):  # built and added: each its own file's
+        assert digest == file_digest(Path(path).read_bytes()), path
     assert main(["index", "remove", str(idx), "137", "100"]) == 0
     assert json.loads(capsys.readouterr().out) == {"removed": 2, "ids": [100, 137], "items": 37}
     assert main(["index", "remove", str(idx), "99999"]) == 2

@@ -1,5 +1,6 @@
-"""From images to an index and back: which model embeds, catalogue or folder items, building, adding, removing,
-and answering queries (files, folders, globs, URLs, in-memory images) in the ``vestis search --json`` shape.
+"""From images to an index: catalogue or folder items, embedding them, building an index, adding to and removing
+from one. The model side (:mod:`vestis.index.models`) and the queries (:mod:`vestis.index.queries`) live
+beside it; their functions are importable from here too.
 
 Items are embedded through the engine's feature cache (keyed by image content and ``runner.fingerprint``), so
 building a second index, adding to one or auditing the same catalogue reuses the work."""
@@ -12,90 +13,23 @@ from pathlib import Path
 import numpy as np
 
 from vestis.engine.features import extract_features
-from vestis.engine.infer import image_set, l2_normalize, run_batches
+from vestis.engine.infer import l2_normalize
 from vestis.index.files import LOCK_TIMEOUT, check_target
+from vestis.index.models import (
+    BACKBONE_PREFIX,
+    check_model,
+    index_model,
+    model_record,
+    open_model,
+    views_of,
+)
+from vestis.index.queries import embed_images, embed_queries, search
 from vestis.index.store import Index, IndexFileError, ModelMismatch
-from vestis.predict import _folder_images, resolve_inputs
+from vestis.predict import _folder_images
 
 LAYER = "pooled backbone features (global average pool, before the heads), view-averaged, L2-normalised"
-BACKBONE_PREFIX = "backbone:"
 
 
-# ---------------------------------------------------------------------------------------------- models
-def open_model(
-    spec: str | None = None,
-    *,
-    runtime: str = "auto",
-    device: str = "auto",
-    precision: str = "auto",
-    cache_dir=None,
-):
-    """The model that embeds: None (the bundled default), a run directory, an ``.onnx`` file or
-    ``backbone:NAME`` (a registered backbone's pretrained ImageNet features alone, no heads; PyTorch fp32)."""
-    from vestis.api import Model, load
-
-    if spec and str(spec).startswith(BACKBONE_PREFIX):
-        from vestis.engine.torch_runner import TorchRunner
-        from vestis.models import create_model
-
-        name = str(spec)[len(BACKBONE_PREFIX) :]
-        net = create_model(name, heads=None, pretrained=True)
-        runner = TorchRunner(net, "cpu" if device == "auto" else device, "fp32")
-        return Model(runner, {"backbone": net.backbone_name, "heads": {}}, str(spec), cache_dir)
-    return load(spec, runtime=runtime, device=device, precision=precision, cache_dir=cache_dir)
-
-
-def model_record(model) -> dict:
-    """What an index stores about the model that embedded it (the fingerprint decides comparability)."""
-    src = model.source
-    if src and not str(src).startswith(BACKBONE_PREFIX) and Path(str(src)).exists():
-        src = os.path.abspath(str(src))
-    return {
-        "source": src,
-        "fingerprint": model.runner.fingerprint,
-        "backbone": model.card.get("backbone"),
-        "heads": {h: len(c) for h, c in model.classes.items()},
-        "precision": getattr(model.runner, "precision", None),
-        "runtime": model.runtime,
-    }
-
-
-def index_model(index: Index, *, device: str = "auto", cache_dir=None):
-    """The model recorded in the index, loaded in the precision it embedded with."""
-    rec = index.manifest.get("model") or {}
-    precision = "fp32" if rec.get("precision") == "fp32" else "auto"
-    src = rec.get("source")
-    try:
-        model = open_model(src, device=device, precision=precision, cache_dir=cache_dir)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(
-            f"the index's model is not found ({e}); pass --model with the same model"
-        ) from None
-    check_model(index, model)
-    return model
-
-
-def check_model(index: Index, model) -> None:
-    """Refuse a model whose embeddings are not comparable with the index's (another backbone, weights,
-    preprocessing or precision)."""
-    rec = index.manifest.get("model") or {}
-    fp = model.runner.fingerprint
-    if rec.get("fingerprint") != fp or int(model.embedding_dim) != index.dim:
-        built = rec.get("source") or "the bundled default model"
-        raise ModelMismatch(
-            f"{index.dir or 'this index'} was built with {built} (features {rec.get('fingerprint')}, "
-            f"{rec.get('backbone')}, {rec.get('precision')}, dim {index.dim}); the query model "
-            f"{model.source or 'the bundled default model'} computes other features ({fp}, "
-            f"{model.card.get('backbone')}, {getattr(model.runner, 'precision', '?')}, dim {model.embedding_dim}): "
-            "search with the index's own model or rebuild the index with this one"
-        )
-
-
-def views_of(index: Index) -> tuple[str, ...]:
-    return tuple(index.manifest["embedding"].get("views") or ("plain",))
-
-
-# ---------------------------------------------------------------------------------------------- items
 def read_items(source: str | Path, images=None, id_column: str = "id", pattern: str = "{id}.jpg") -> dict:
     """Items of a catalogue CSV (every column kept as metadata; integer ids used as index ids) or of an image
     folder (recursive; metadata column ``folder``: the sub-folder). -> {"paths", "ids" (or None),
@@ -165,13 +99,18 @@ def embed_files(
     return l2_normalize(f.feats[f.ok].mean(1)), f.ok, f.errors, f.digests
 
 
-def _take(items: dict, ok: np.ndarray) -> dict:
+def _kept(items: dict, ok: np.ndarray, digests, errors: dict) -> tuple[dict, list]:
+    """What embedding :func:`read_items`' items left: the Index fields of the images that were read (keyword
+    arguments of :meth:`Index.create` and :meth:`Index.add`: paths made absolute, ids, metadata columns,
+    content digests) and the skipped items (rows the catalogue skipped, then the unreadable images)."""
     keep = np.flatnonzero(ok)
-    return {
+    fields = {
         "paths": [os.path.abspath(items["paths"][i]) for i in keep],
         "ids": [items["ids"][i] for i in keep] if items["ids"] is not None else None,
         "columns": {c: [v[i] for i in keep] for c, v in items["columns"].items()},
+        "digests": [digests[i] for i in keep],
     }
+    return fields, items["skipped"] + [(items["paths"][i], e) for i, e in sorted(errors.items())]
 
 
 def build_index(
@@ -243,13 +182,10 @@ def build_index(
     t2 = time.perf_counter()
     if not len(vectors):
         raise ValueError(f"{source}: none of the {len(items['paths'])} images could be read")
-    kept = _take(items, ok)
+    fields, skipped = _kept(items, ok, digests, errors)
     index = Index.create(
         vectors,
-        paths=kept["paths"],
-        ids=kept["ids"],
-        columns=kept["columns"],
-        digests=[d for d, k in zip(digests, ok, strict=True) if k],
+        **fields,
         model=model_record(model),
         embedding={"layer": LAYER, "views": list(views)},
         kind=kind,
@@ -258,7 +194,6 @@ def build_index(
     index.manifest["source"] = os.path.abspath(str(source))
     index.save(out)
     t3 = time.perf_counter()
-    unreadable = [(items["paths"][i], e) for i, e in sorted(errors.items())]
     report = {
         "out": str(out),
         "items": len(index),
@@ -266,7 +201,7 @@ def build_index(
         "params": index.manifest["index"]["params"],
         "dim": index.dim,
         "model": index.manifest["model"],
-        "skipped": items["skipped"] + unreadable,
+        "skipped": skipped,
         "seconds": {
             "read_and_load": round(t1 - t0, 2),
             "embed": round(t2 - t1, 2),
@@ -306,18 +241,11 @@ def add_to_index(
     vectors, ok, errors, digests = embed_files(
         model, items["paths"], views_of(index), cache=cache, cache_dir=cache_dir, progress=progress
     )
-    kept = _take(items, ok)
+    fields, skipped = _kept(items, ok, digests, errors)
     with Index.edit(index_dir, lock_timeout) as index:
         check_model(index, model)  # rebuilt with another model meanwhile?
-        new = index.add(
-            vectors,
-            paths=kept["paths"],
-            ids=kept["ids"],
-            columns=kept["columns"],
-            digests=[d for d, k in zip(digests, ok, strict=True) if k],
-        )
-    unreadable = [(items["paths"][i], e) for i, e in sorted(errors.items())]
-    return {"added": len(new), "ids": new, "items": len(index), "skipped": items["skipped"] + unreadable}
+        new = index.add(vectors, **fields)
+    return {"added": len(new), "ids": new, "items": len(index), "skipped": skipped}
 
 
 def remove_from_index(index_dir, ids, *, lock_timeout: float | None = LOCK_TIMEOUT) -> dict:
@@ -334,79 +262,22 @@ def remove_from_index(index_dir, ids, *, lock_timeout: float | None = LOCK_TIMEO
     return {"removed": len(gone), "ids": gone, "items": len(index)}
 
 
-# ---------------------------------------------------------------------------------------------- queries
-def embed_queries(
-    model,
-    inputs,
-    views=("plain",),
-    *,
-    batch_size: int = 32,
-    workers=None,
-    timeout: float = 10.0,
-    max_bytes: int = 20 * 2**20,
-) -> list[tuple[str, np.ndarray | None, str | None]]:
-    """One (input, unit vector or None, error or None) per expanded input, in order: files, folders (each
-    image), globs, URLs. A bad input is reported, the others embedded."""
-    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    resolved = resolve_inputs([str(i) for i in inputs], timeout, max_bytes)
-    out: list[list] = [[name, None, err] for name, _, err in resolved]
-    todo = [i for i, (_, _, err) in enumerate(resolved) if err is None]
-    if todo:
-        for r in run_batches(model.runner, [resolved[i][1] for i in todo], tuple(views), batch_size, workers):
-            for j, err in r.errors:
-                out[todo[j]][2] = err
-            for j, vec in zip(r.idx.tolist(), r.embeddings, strict=True):
-                out[todo[j]][1] = vec
-    return [tuple(o) for o in out]
-
-
-def embed_images(model, images: list, views=("plain",)) -> list[tuple[np.ndarray | None, str | None]]:
-    """In memory (encoded bytes or PIL images, e.g. uploads): one (vector or None, error or None) each."""
-    out: list[list] = [[None, None] for _ in images]
-    ds = image_set(model.runner, list(images), tuple(views))
-    for r in run_batches(model.runner, ds, batch_size=max(1, min(len(images), 32)), workers=0):
-        for j, err in r.errors:
-            out[j][1] = err
-        for j, vec in zip(r.idx.tolist(), r.embeddings, strict=True):
-            out[j][0] = vec
-    return [tuple(o) for o in out]
-
-
-def search(index: Index, queries, k: int = 10, where=None, model=None, **options) -> list[dict]:
-    """Images (files / folders / globs / URLs, embedded with ``model``, default the index's own, checked): the
-    ``vestis search --json`` objects, one per query: ``{"input", "results": [{"id", "path", "score",
-    <metadata>}, ...]}`` or ``{"input", "error"}``. Vectors (an ndarray (N, D) or (D,)): one results list
-    per row (:meth:`Index.search_vectors`)."""
-    if isinstance(queries, np.ndarray):
-        return index.search_vectors(np.atleast_2d(queries), k, where)
-    index.matching(where)  # a bad filter is one error, before any work
-    if model is None:
-        model = index_model(index)
-    else:
-        check_model(index, model)
-    got = embed_queries(model, queries, views_of(index), **options)
-    ok = [i for i, (_, v, e) in enumerate(got) if e is None and v is not None]
-    results = index.search_vectors(np.stack([got[i][1] for i in ok]), k, where) if ok else []
-    by = dict(zip(ok, results, strict=True))
-    return [
-        {"input": name, "results": by[i]}
-        if i in by
-        else {"input": name, "error": err or "could not be embedded"}
-        for i, (name, _, err) in enumerate(got)
-    ]
-
-
 __all__ = [
+    "BACKBONE_PREFIX",
+    "LAYER",
     "IndexFileError",
     "ModelMismatch",
     "add_to_index",
     "build_index",
     "check_model",
+    "embed_files",
     "embed_images",
     "embed_queries",
     "index_model",
+    "model_record",
     "open_model",
     "read_items",
     "remove_from_index",
     "search",
+    "views_of",
 ]

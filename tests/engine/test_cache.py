@@ -58,3 +58,19 @@ def test_extraction_recomputes_what_a_damaged_chunk_lost(tmp_path):
         model, paths, cache_dir=tmp_path / "c", progress=False, workers=0
     )  # cached again
     assert np.allclose(third.feats, first.feats, atol=1e-6)
+
+
+def test_known_digests_are_not_read_again(tmp_path, monkeypatch):
+    paths = [make_image(tmp_path / "img" / f"{i}.png", (20 * i, 90, 40), seed=i) for i in range(4)]
+    model = create_model("test_tiny")
+    first = extract_features(model, paths, cache=False, progress=False, workers=0)
+    import vestis.engine.features as features
+
+    hashed = []
+    monkeypatch.setattr(features, "file_digest", lambda b: hashed.append(b) or "x")
+    again = extract_features(model, paths, cache=False, progress=False, workers=0, digests=first.digests)
+    assert hashed == [] and again.digests == first.digests
+    assert np.allclose(again.feats, first.feats, atol=1e-6)
+    partial = [*first.digests[:3], None]  # an unknown entry is read and hashed
+    extract_features(model, paths, cache=False, progress=False, workers=0, digests=partial)
+    assert len(hashed) == 1

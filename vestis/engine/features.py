@@ -46,10 +46,13 @@ def extract_features(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     device="cpu",
+    digests: list[str | None] | None = None,
 ) -> Features:
     """Pooled backbone features for each path and view ('plain', 'flip'), cached on disk. ``model``: a
     :class:`~vestis.models.heads.VestisModel` (run by a TorchRunner on ``device`` in ``precision``) or a
-    ready runner (PyTorch or ONNX Runtime)."""
+    ready runner (PyTorch or ONNX Runtime). ``digests``: the files' content digests when a previous call
+    already read them (``Features.digests``; a None entry is read again), so a second runner over the same
+    files does not read and hash them twice."""
     runner = _runner(model, device, precision)
     n, d = len(paths), runner.num_features
     out = Features(np.zeros((n, len(views), d), np.float32), np.zeros(n, bool), {}, [None] * n)
@@ -58,7 +61,8 @@ def extract_features(
     todo: list[int] = []  # images with at least one view missing from the cache
     for i, p in enumerate(tqdm(paths, desc="hashing", disable=not progress or n < 2000, leave=False)):
         try:
-            out.digests[i] = file_digest(Path(p).read_bytes())
+            known = digests[i] if digests is not None else None
+            out.digests[i] = known or file_digest(Path(p).read_bytes())
         except OSError as e:
             out.errors[i] = "file not found" if isinstance(e, FileNotFoundError) else f"cannot read file: {e}"
             continue

@@ -124,7 +124,7 @@ def train_fast(cfg: TrainConfig) -> dict:
     )
     feats = extract_features(runner, paths, **extract)
     if cfg.colour_stats:
-        colour = extract_features(ColourRunner(model.preprocess), paths, **extract)
+        colour = extract_features(ColourRunner(model.preprocess), paths, digests=feats.digests, **extract)
         feats.feats = np.concatenate([feats.feats, colour.feats], axis=-1)
         feats.ok &= colour.ok
     t_features = time.time() - t0

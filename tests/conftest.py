@@ -37,16 +37,20 @@ def make_image(path: Path, colour, size=(40, 48), seed=0) -> Path:
     return path
 
 
-@pytest.fixture
-def colour_folder(tmp_path) -> Path:
+def make_colour_folder(root: Path) -> Path:
     """root/{train,validation,test}/{red,green,blue}/*.png: trivially separable classes."""
-    root = tmp_path / "colours"
     n = {"train": 10, "validation": 4, "test": 4}
     for split, k in n.items():
         for c, rgb in COLOURS.items():
             for i in range(k):
                 make_image(root / split / c / f"{c}{i}.png", rgb, seed=stable_seed(split, c, i))
     return root
+
+
+@pytest.fixture
+def colour_folder(tmp_path) -> Path:
+    """root/{train,validation,test}/{red,green,blue}/*.png: trivially separable classes."""
+    return make_colour_folder(tmp_path / "colours")
 
 
 @pytest.fixture

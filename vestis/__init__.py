@@ -4,7 +4,7 @@
 (see :mod:`vestis.api`). Importing ``vestis`` itself imports nothing heavy."""
 
 __version__ = "0.1.0"
-__all__ = ["Model", "load", "train", "__version__"]
+__all__ = ["Model", "load", "soup", "train", "__version__"]
 
 
 def __getattr__(name: str):
@@ -12,7 +12,7 @@ def __getattr__(name: str):
         import vestis.train
 
         return vestis.train
-    if name in ("Model", "load", "Embedded"):
+    if name in ("Model", "load", "soup", "Embedded"):
         from vestis import api
 
         return getattr(api, name)

@@ -327,3 +327,31 @@ def train(
     )
     summary = run_training(cfg)
     return load(summary["out"], runtime=runtime, device=cfg.device, cache_dir=cfg.cache_dir)
+
+
+def soup(
+    runs: list,
+    *,
+    out: str | Path,
+    weights: list[float] | None = None,
+    validate: bool = True,
+    fp16: bool = False,
+    runtime: str = "auto",
+) -> Model:
+    """Average the weights of fine-tuned runs of the same network (a model soup, :mod:`vestis.models.soup`)
+    into the run directory ``out`` and return it loaded. ``validate``: score it on its data's validation split
+    (as the members were) and store those metrics in its config; ``fp16``: store the weights in half precision
+    (cast back to fp32 on load, as the bundled model is)."""
+    import torch
+
+    from vestis.models.soup import save_soup, set_metrics
+
+    save_soup(runs, out, weights, dtype=torch.float16 if fp16 else None)
+    model = load(out, runtime=runtime)
+    if validate:
+        report = model.evaluate(split="validation")
+        keep = ("n", "top1", "top_k", "macro_f1", "weighted_f1", "balanced_accuracy")
+        metrics = {h: {k: m[k] for k in keep if k in m} for h, m in report["heads"].items()}
+        set_metrics(out, {"validation": metrics})
+        model = load(out, runtime=runtime)
+    return model

@@ -12,7 +12,7 @@ from vestis import __version__
 from vestis.cli.data import _add_data
 from vestis.cli.index import _add_audit, _add_index, _add_search
 from vestis.cli.inference import _add_benchmark, _add_evaluate, _add_export, _add_predict
-from vestis.cli.models import _add_explain, _add_models, _add_profile
+from vestis.cli.models import _add_explain, _add_models, _add_profile, _add_soup
 from vestis.cli.serve import _add_serve
 from vestis.cli.train import _add_train
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_models,
         _add_profile,
         _add_explain,
+        _add_soup,
         _add_data,
         _add_index,
         _add_search,

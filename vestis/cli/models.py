@@ -103,3 +103,41 @@ def _explain(args) -> int:
         text = f"{image}: {e.head} = {e.cls} ({e.score:.3f}; predicted {e.predicted}) -> {path}"
         print(json.dumps(row) if args.json else text)
     return 0
+
+
+def _add_soup(sub) -> None:
+    p = sub.add_parser(
+        "soup",
+        help="average the weights of fine-tuned runs of one network (a model soup), scored on validation",
+    )
+    p.add_argument(
+        "runs", nargs="+", help="two or more fine-tuned run directories ('default': the bundled model)"
+    )
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--weights", type=float, nargs="+", help="one weight per run (default: equal)")
+    p.add_argument(
+        "--no-validate", dest="validate", action="store_false", help="do not score it on validation"
+    )
+    p.add_argument("--fp16", action="store_true", help="store the weights in half precision")
+    p.add_argument("--json", action="store_true", help="print the validation figures as one JSON line")
+    p.set_defaults(func=_soup)
+
+
+def _soup(args) -> int:
+    from vestis.api import soup
+    from vestis.models.checkpoint import load_checkpoint
+
+    runs = [None if r == "default" else r for r in args.runs]
+    model = soup(runs, out=args.out, weights=args.weights, validate=args.validate, fp16=args.fp16)
+    if not args.validate:
+        print(f"wrote {args.out}")
+        return 0
+    rows = {str(r or "default"): load_checkpoint(r)[1].get("metrics", {}).get("validation", {}) for r in runs}
+    rows[f"soup ({args.out})"] = model.metrics.get("validation", {})
+    if args.json:
+        print(json.dumps({name: {h: m.get("top1") for h, m in v.items()} for name, v in rows.items()}))
+        return 0
+    for name, heads in rows.items():
+        figures = "  ".join(f"{h} {m['top1']:.4f}" for h, m in heads.items() if "top1" in m)
+        print(f"validation top-1  {figures or '-'}  {name}")
+    return 0

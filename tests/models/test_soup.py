@@ -1,0 +1,86 @@
+"""Model soups: weights averaged exactly, members checked, the soup scored on validation and loadable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import vestis
+from tests.conftest import make_colour_folder
+from vestis.cli import main
+from vestis.models.checkpoint import load_checkpoint
+from vestis.models.soup import average_models
+from vestis.train import TrainConfig, train
+
+
+def _finetune(data, out, seed, **kw):
+    cfg = dict(data=str(data), out=str(out), mode="finetune", backbone="test_tiny", epochs=1, quiet=True,
+               workers=0, cache_dir=str(out.parent / "cache"), precision="fp32", batch_size=8, augment="light",
+               lr=0.03, tensorboard=False, seed=seed)  # fmt: skip
+    train(TrainConfig(**{**cfg, **kw}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory):
+    return make_colour_folder(tmp_path_factory.mktemp("colours") / "colours")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, colours):
+    root = tmp_path_factory.mktemp("soup")
+    return [_finetune(colours, root / f"ft{s}", s) for s in (0, 1)]
+
+
+def test_weights_are_the_members_mean(two_runs):
+    a, b = (load_checkpoint(r)[0].state_dict() for r in two_runs)
+    soup, config = average_models(two_runs)
+    state = soup.state_dict()
+    moved = [k for k in a if a[k].is_floating_point() and not torch.equal(a[k], b[k])]
+    assert moved  # the two seeds trained apart
+    for k in moved:
+        assert torch.allclose(state[k], (a[k] + b[k]) / 2, atol=1e-6), k
+    first, _ = average_models(two_runs, weights=[1.0, 0.0])
+    assert all(torch.allclose(first.state_dict()[k], a[k]) for k in moved)
+    assert config["heads"] == load_checkpoint(two_runs[0])[1]["heads"]
+
+
+def test_members_must_be_the_same_fine_tuned_network(two_runs, colours, tmp_path):
+    with pytest.raises(ValueError, match="at least two"):
+        average_models(two_runs[:1])
+    with pytest.raises(ValueError, match="weights"):
+        average_models(two_runs, weights=[1.0])
+    fast = tmp_path / "fast"
+    train(TrainConfig(data=str(colours), out=str(fast), backbone="test_tiny", quiet=True,
+                      workers=0, cache_dir=str(tmp_path / "c"), head="linear"))  # fmt: skip
+    with pytest.raises(ValueError, match=f"{fast}: stores only its heads"):
+        average_models([two_runs[0], fast])
+    config = json.loads((two_runs[1] / "config.json").read_text())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.safetensors").write_bytes((two_runs[1] / "model.safetensors").read_bytes())
+    config["preprocess"]["input_size"] = 24
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=f"{other}: differs .* in preprocess"):
+        average_models([two_runs[0], other])
+
+
+def test_cli_scores_the_soup_on_validation_and_it_loads(two_runs, colours, tmp_path, capsys):
+    out = tmp_path / "soup"
+    assert main(["soup", *map(str, two_runs), "--out", str(out), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(figures) == {str(two_runs[0]), str(two_runs[1]), f"soup ({out})"}
+    top1 = figures[f"soup ({out})"]["label"]
+    assert 0 <= top1 <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["metrics"]["validation"]["label"]["top1"] == top1
+    assert config["train_config"]["soup"]["members"] == [str(r.resolve()) for r in two_runs]
+    model = vestis.load(out, runtime="torch")
+    report = model.evaluate(split="validation")  # re-splits its data as the members did
+    assert report["heads"]["label"]["top1"] == pytest.approx(top1)
+    rows = model.predict(str(colours / "test" / "red"), top_k=1)
+    assert len(rows) == 4 and all(
+        r["predictions"]["label"][0]["label"] in ("blue", "green", "red") for r in rows
+    )

@@ -56,7 +56,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "runtime": RUNTIME_FIELDS,
 }
 TOP_LEVEL = ("mode",)  # stored beside the groups
-# stored beside the options by the trainers (not options): test-time views, class groups, fast mode's choice; a soup's members
+# stored beside the options by the trainers (not options): test-time views, class groups, fast mode's choice;
+# by vestis soup: its members
 STORED_EXTRAS = ("views", "groups", "selected", "hierarchy", "soup")
 
 

@@ -97,6 +97,25 @@ def test_fit_head_folds_standardisation():
     assert (pred == y[40:]).mean() == pytest.approx(score) and score >= 0.85
 
 
+def test_probe_path_is_warm_started_and_lands_where_cold_fits_do():
+    from vestis.models.heads import HeadConfig
+    from vestis.train.probe import fit_probe
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(0.0, 1.0, (300, 16)).astype(np.float32)
+    y = (X[:, :3] @ np.array([1.0, -2.0, 0.5]) > 0).astype(int) + (X[:, 3] > 1)
+    cfg = TrainConfig(data="x", c=[1.0, 0.1, 10.0])  # fitted in increasing order, whatever the order given
+    head, score, c = fit_probe(X[:200], y[:200], X[200:], y[200:], 3, HeadConfig("linear"), cfg)
+    cold, cold_score, _ = fit_head(
+        X[:200, None], y[:200], X[200:, None], y[200:], 3, HeadConfig("linear"), cfg, c, standardise=False
+    )
+    assert score == pytest.approx(cold_score, abs=0.01)
+    with torch.no_grad():
+        warm_p = torch.softmax(head(torch.from_numpy(X[200:])), 1)
+        cold_p = torch.softmax(cold(torch.from_numpy(X[200:])), 1)
+    assert (warm_p - cold_p).abs().max() < 0.02  # the same convex optimum, reached from another start
+
+
 def test_losses():
     y = np.array([0, 0, 0, 1])
     w = class_weights(y, 3)

@@ -150,11 +150,12 @@ def fit_probe(x, y, xv, yv, num_classes: int, head_cfg: HeadConfig, cfg: TrainCo
     """A linear probe on frozen features (N, D): fast mode's logistic regression (:func:`fit_head`), for each C in
     ``cfg.c`` (default :data:`PROBE_C`), chosen on validation. Raw, not standardised features: folding a
     standardisation into the weights would amplify near-constant features, which fine-tuning then moves.
+    The C values are fitted from strong to weak regularisation, each warm-started from the last.
     Returns (head, validation score, C)."""
-    best = None
-    for c in cfg.c or PROBE_C:
+    best, warm = None, {}  # along the path of C values, each fit starts from the last (as fast mode's)
+    for c in sorted(cfg.c or PROBE_C):
         head, score, _ = fit_head(
-            x[:, None], y, xv[:, None], yv, num_classes, head_cfg, cfg, c, standardise=False
+            x[:, None], y, xv[:, None], yv, num_classes, head_cfg, cfg, c, standardise=False, warm=warm
         )
         if best is None or score > best[1]:
             best = (head, score, c)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
-from vestis.models.checkpoint import BUNDLED
 from vestis.train.config import GROUPS, RUNTIME_FIELDS, STORED_EXTRAS, TrainConfig
 from vestis.train.resume import resumed_config, state_config
 
@@ -66,8 +66,10 @@ def test_from_dict_takes_flat_nested_and_mixed_and_rejects_misplaced():
 
 
 def test_old_flat_stored_config_still_reads():
-    """The bundled model stores the flat config of older runs, runtime options and extras included."""
-    stored = json.loads((BUNDLED / "config.json").read_text())["train_config"]
+    """Older runs (the frozen format-1 copy of the first bundled model) store a flat config, runtime options and
+    extras included."""
+    golden = Path(__file__).parents[1] / "models" / "golden" / "format1_config.json"
+    stored = json.loads(golden.read_text())["train_config"]
     assert "workers" in stored and "views" in stored and "dataset" not in stored
     cfg = TrainConfig.from_stored(stored, workers=0)
     assert cfg.backbone == "lite0" and cfg.mode == "finetune" and cfg.seed == 1 and cfg.workers == 0

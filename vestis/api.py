@@ -347,11 +347,9 @@ def soup(
     from vestis.models.soup import save_soup, set_metrics
 
     save_soup(runs, out, weights, dtype=torch.float16 if fp16 else None)
-    model = load(out, runtime=runtime)
-    if validate:
-        report = model.evaluate(split="validation")
+    if validate:  # scored in PyTorch: an ONNX export made now would be keyed by the config about to change
+        report = load(out, runtime="torch").evaluate(split="validation")
         keep = ("n", "top1", "top_k", "macro_f1", "weighted_f1", "balanced_accuracy")
         metrics = {h: {k: m[k] for k in keep if k in m} for h, m in report["heads"].items()}
         set_metrics(out, {"validation": metrics})
-        model = load(out, runtime=runtime)
-    return model
+    return load(out, runtime=runtime)

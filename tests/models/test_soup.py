@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -16,9 +17,22 @@ from vestis.train import TrainConfig, train
 
 
 def _finetune(data, out, seed, **kw):
-    cfg = dict(data=str(data), out=str(out), mode="finetune", backbone="test_tiny", epochs=1, quiet=True,
-               workers=0, cache_dir=str(out.parent / "cache"), precision="fp32", batch_size=8, augment="light",
-               lr=0.03, tensorboard=False, seed=seed)  # fmt: skip
+    cfg = dict(
+        data=str(data),
+        out=str(out),
+        mode="finetune",
+        backbone="test_tiny",
+        epochs=1,
+        quiet=True,
+        workers=0,
+        cache_dir=str(out.parent / "cache"),
+        precision="fp32",
+        batch_size=8,
+        augment="light",
+        lr=0.03,
+        tensorboard=False,
+        seed=seed,
+    )
     train(TrainConfig(**{**cfg, **kw}))
     return out
 
@@ -53,8 +67,17 @@ def test_members_must_be_the_same_fine_tuned_network(two_runs, colours, tmp_path
     with pytest.raises(ValueError, match="weights"):
         average_models(two_runs, weights=[1.0])
     fast = tmp_path / "fast"
-    train(TrainConfig(data=str(colours), out=str(fast), backbone="test_tiny", quiet=True,
-                      workers=0, cache_dir=str(tmp_path / "c"), head="linear"))  # fmt: skip
+    train(
+        TrainConfig(
+            data=str(colours),
+            out=str(fast),
+            backbone="test_tiny",
+            quiet=True,
+            workers=0,
+            cache_dir=str(tmp_path / "c"),
+            head="linear",
+        )
+    )
     with pytest.raises(ValueError, match=f"{fast}: stores only its heads"):
         average_models([two_runs[0], fast])
     config = json.loads((two_runs[1] / "config.json").read_text())
@@ -84,3 +107,20 @@ def test_cli_scores_the_soup_on_validation_and_it_loads(two_runs, colours, tmp_p
     assert len(rows) == 4 and all(
         r["predictions"]["label"][0]["label"] in ("blue", "green", "red") for r in rows
     )
+
+
+def test_a_soup_of_members_whose_data_is_gone_still_points_at_it(two_runs, tmp_path):
+    from vestis.models.run_config import read_config
+    from vestis.models.soup import save_soup
+
+    moved = []
+    for r in two_runs:  # copies whose recorded (run-relative) data path no longer exists from their place
+        d = tmp_path / "elsewhere" / r.name
+        d.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors"):
+            (d / name).write_bytes((r / name).read_bytes())
+        moved.append(d)
+    out = save_soup(moved, tmp_path / "soup")
+    stored = json.loads((moved[0] / "config.json").read_text())["data"]["load"]["source"]
+    expected = os.path.abspath(moved[0] / stored)
+    assert read_config(out)["data"]["load"]["source"] == expected

@@ -125,14 +125,14 @@ def _add_soup(sub) -> None:
 
 def _soup(args) -> int:
     from vestis.api import soup
-    from vestis.models.checkpoint import load_checkpoint
+    from vestis.models.run_config import read_config, resolve_model_dir
 
-    runs = [None if r == "default" else r for r in args.runs]
+    runs = args.runs  # 'default': the bundled model
     model = soup(runs, out=args.out, weights=args.weights, validate=args.validate, fp16=args.fp16)
     if not args.validate:
         print(f"wrote {args.out}")
         return 0
-    rows = {str(r or "default"): load_checkpoint(r)[1].get("metrics", {}).get("validation", {}) for r in runs}
+    rows = {r: read_config(resolve_model_dir(r)).get("metrics", {}).get("validation", {}) for r in runs}
     rows[f"soup ({args.out})"] = model.metrics.get("validation", {})
     if args.json:
         print(json.dumps({name: {h: m.get("top1") for h, m in v.items()} for name, v in rows.items()}))

@@ -11,16 +11,24 @@ question: measure it on validation (``vestis soup`` does, unless told not to).""
 from __future__ import annotations
 
 import copy
+import json
+import os
 from pathlib import Path
 
 from vestis.models.checkpoint import load_checkpoint, save_checkpoint
-from vestis.models.run_config import resolve_data_load, resolve_model_dir
+from vestis.models.run_config import (
+    BUNDLED,
+    CONFIG,
+    atomic_write_text,
+    resolve_data_load,
+    resolve_model_dir,
+)
 
 _SAME = ("backbone", "heads", "head", "head_types", "colour_stats", "preprocess")
 
 
 def _member_name(run) -> str:
-    return "default" if run in (None, "default") else str(run)
+    return "default" if resolve_model_dir(run) == BUNDLED else str(run)
 
 
 def average_models(runs: list, weights: list[float] | None = None):
@@ -32,7 +40,7 @@ def average_models(runs: list, weights: list[float] | None = None):
         raise ValueError(f"weights: one value >= 0 per run ({len(runs)}), not all zero; got {weights}")
     w = [1.0] * len(runs) if weights is None else [float(x) for x in weights]
     w = [x / sum(w) for x in w]
-    members = [load_checkpoint(None if r in (None, "default") else r) for r in runs]
+    members = [load_checkpoint(r) for r in runs]  # None or 'default': the bundled model
     first_model, first = members[0]
     for run, (_, config) in zip(runs, members, strict=True):
         if not config.get("includes_backbone"):
@@ -62,15 +70,18 @@ def save_soup(runs: list, out: str | Path, weights: list[float] | None = None, d
     same way. Validation metrics are left empty for the caller to measure."""
     model, first = average_models(runs, weights)
     data = copy.deepcopy(first.get("data") or {})
-    data.pop("paths_relative_to", None)
-    try:
-        data["load"] = resolve_data_load(
-            resolve_model_dir(None if runs[0] in (None, "default") else runs[0]), first
-        )
+    if data.get("load"):  # stored relative to the first member's directory: made usable from here
+        data.pop("paths_relative_to", None)
+        try:
+            data["load"] = resolve_data_load(resolve_model_dir(runs[0]), first)
+        except FileNotFoundError:  # not here: absolute, as the member's directory locates it
+            base = resolve_model_dir(runs[0])
+            data["load"] = {
+                k: os.path.abspath(os.path.join(base, v)) if k in ("source", "images") and v else v
+                for k, v in data["load"].items()
+            }
         data["source"] = data["load"]["source"]
-    except (ValueError, FileNotFoundError):  # the data is not here: kept as the first member stored it
-        pass
-    members = [str(resolve_model_dir(None if r in (None, "default") else r)) for r in runs]
+    members = [str(resolve_model_dir(r)) for r in runs]
     train_config = copy.deepcopy(first.get("train_config") or {})
     train_config["soup"] = {"members": members, "weights": weights or [1.0] * len(runs)}
     return save_checkpoint(
@@ -80,11 +91,7 @@ def save_soup(runs: list, out: str | Path, weights: list[float] | None = None, d
 
 def set_metrics(run_dir: str | Path, metrics: dict) -> None:
     """Replace ``metrics`` in a run's config.json (atomically; nothing else changes)."""
-    import json
-
-    from vestis.models.run_config import atomic_write_text
-
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / CONFIG
     config = json.loads(path.read_text())
     config["metrics"] = metrics
     atomic_write_text(path, json.dumps(config, indent=2))

@@ -68,8 +68,15 @@ def run_variant(name: str, backbone: str, paths: list[str], batch: int) -> dict:
             for i in range(0, len(paths), batch):
                 model.features(torch.stack([tf(decode(p)) for p in paths[i : i + batch]]))
     else:
-        extract_features(model, paths, batch_size=batch, workers=v["workers"], precision=v["precision"],
-                         cache=False, progress=False)  # fmt: skip
+        extract_features(
+            model,
+            paths,
+            batch_size=batch,
+            workers=v["workers"],
+            precision=v["precision"],
+            cache=False,
+            progress=False,
+        )
     total_s = time.perf_counter() - t
     n = len(paths)
     return {
@@ -96,8 +103,10 @@ def decode_large(paths: list[str], size: int = 256) -> list[dict]:
             s = 2000 / max(im.size)
             im.resize((int(im.width * s), int(im.height * s))).save(f"{tmp}/{i}.jpg", quality=90)
             big.append(f"{tmp}/{i}.jpg")
-        for name, fn in (("PIL full decode", lambda p: Image.open(p).convert("RGB")),
-                         ("vestis load_image (draft)", lambda p: load_image(p, size))):  # fmt: skip
+        for name, fn in (
+            ("PIL full decode", lambda p: Image.open(p).convert("RGB")),
+            ("vestis load_image (draft)", lambda p: load_image(p, size)),
+        ):
             t = time.perf_counter()
             for p in big:
                 fn(p)
@@ -129,8 +138,18 @@ def main() -> None:
         env.pop("MALLOC_TRIM_THRESHOLD_", None)
         if not VARIANTS[name]["malloc"]:
             env["VESTIS_NO_MALLOPT"] = "1"
-        cmd = [sys.executable, __file__, "--variant", name, "--n", str(args.n), "--backbone", args.backbone,
-               "--batch", str(args.batch)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--variant",
+            name,
+            "--n",
+            str(args.n),
+            "--backbone",
+            args.backbone,
+            "--batch",
+            str(args.batch),
+        ]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(
@@ -138,13 +157,17 @@ def main() -> None:
             flush=True,
         )
     base = rows[0]["end_to_end_img_s"]
-    print(f"\n{args.backbone}, {len(paths)} images, batch {args.batch}, {os.cpu_count()} CPUs, "
-          f"{platform.processor() or platform.machine()}")  # fmt: skip
+    print(
+        f"\n{args.backbone}, {len(paths)} images, batch {args.batch}, {os.cpu_count()} CPUs, "
+        f"{platform.processor() or platform.machine()}"
+    )
     print("| variant | decode img/s | model img/s | end-to-end img/s | vs naive |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['variant']} | {r['decode_img_s']:.0f} | {r['model_img_s']:.0f} | {r['end_to_end_img_s']:.0f} | "
-              f"{r['end_to_end_img_s'] / base:.1f}x |")  # fmt: skip
+        print(
+            f"| {r['variant']} | {r['decode_img_s']:.0f} | {r['model_img_s']:.0f} | {r['end_to_end_img_s']:.0f} | "
+            f"{r['end_to_end_img_s'] / base:.1f}x |"
+        )
     print("\n| decoder, 2000 px JPEGs (one core) | img/s |\n|---|---:|")
     large = decode_large(paths[:48])
     for r in large:

@@ -38,8 +38,17 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clothing-dataset-small"
 
-BASE = dict(malloc=False, channels_last=False, precision="fp32", workers=False, cache=False, compile=False,
-            freeze=0, freeze_bn=False, size=None)  # fmt: skip
+BASE = dict(
+    malloc=False,
+    channels_last=False,
+    precision="fp32",
+    workers=False,
+    cache=False,
+    compile=False,
+    freeze=0,
+    freeze_bn=False,
+    size=None,
+)
 VARIANTS = {"fp32 eager baseline": BASE}
 BASED_ON = {}
 for _name, _base, _change in (
@@ -89,8 +98,9 @@ def run_variant(name: str, backbone: str, paths: list[str], batch: int, warmup: 
         t = time.perf_counter()
         cache = build_image_cache(paths, pre.resize_size, workers, progress=False)
         cache_s = time.perf_counter() - t
-    tf = resolve_transform(pre, train=True, augment=cfg.augment, crop_scale=cfg.crop_scale, erase=cfg.erase,
-                           size=v["size"])  # fmt: skip
+    tf = resolve_transform(
+        pre, train=True, augment=cfg.augment, crop_scale=cfg.crop_scale, erase=cfg.erase, size=v["size"]
+    )
     loader = make_loader(ImageSet(paths, tf, pre.resize_size, cache=cache), batch, workers, drop_last=True)
 
     dev, batches = torch.device("cpu"), iter(loader)
@@ -111,9 +121,16 @@ def run_variant(name: str, backbone: str, paths: list[str], batch: int, warmup: 
             first_s = t2 - t0
         if k >= warmup:
             data_s, step_s = data_s + t1 - t0, step_s + t2 - t1
-    return {"variant": name, "workers": workers, "data_s": data_s / steps, "step_s": step_s / steps,
-            "end_to_end_img_s": steps * batch / (data_s + step_s), "first_step_s": first_s,
-            "cache_build_s": cache_s, "loss": float(loss)}  # fmt: skip
+    return {
+        "variant": name,
+        "workers": workers,
+        "data_s": data_s / steps,
+        "step_s": step_s / steps,
+        "end_to_end_img_s": steps * batch / (data_s + step_s),
+        "first_step_s": first_s,
+        "cache_build_s": cache_s,
+        "loss": float(loss),
+    }
 
 
 def main() -> None:
@@ -134,8 +151,16 @@ def main() -> None:
     need = (args.warmup + args.steps) * args.batch
     paths = random.Random(0).sample(every, min(need, len(every)))  # every class, the same images each run
     paths = (paths * (need // len(paths) + 1))[:need]
-    common = ["--backbone", args.backbone, "--batch", str(args.batch), "--steps", str(args.steps),
-              "--warmup", str(args.warmup)]  # fmt: skip
+    common = [
+        "--backbone",
+        args.backbone,
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ]
     if args.variant:
         print(
             json.dumps(run_variant(args.variant, args.backbone, paths, args.batch, args.warmup, args.steps))
@@ -157,28 +182,37 @@ def main() -> None:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         r = rows[-1]
         label = f"{name} ({BASED_ON[name]})" if name in BASED_ON else name
-        print(f"{label:>36}: data {r['data_s']:.3f}s + step {r['step_s']:.3f}s per batch, "
-              f"{r['end_to_end_img_s']:.1f} img/s (first step {r['first_step_s']:.1f}s)", flush=True)  # fmt: skip
+        print(
+            f"{label:>36}: data {r['data_s']:.3f}s + step {r['step_s']:.3f}s per batch, "
+            f"{r['end_to_end_img_s']:.1f} img/s (first step {r['first_step_s']:.1f}s)",
+            flush=True,
+        )
 
     import torch
 
     from vestis.runtime import cpu_supports_bf16
 
     base = rows[0]["end_to_end_img_s"]
-    print(f"\n{args.backbone} fine-tuning, batch {args.batch}, {args.steps} timed steps after {args.warmup} "
-          f"warm-up, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, torch "
-          f"{torch.__version__}, bf16 units: {'yes' if cpu_supports_bf16() else 'no'}")  # fmt: skip
+    print(
+        f"\n{args.backbone} fine-tuning, batch {args.batch}, {args.steps} timed steps after {args.warmup} "
+        f"warm-up, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, torch "
+        f"{torch.__version__}, bf16 units: {'yes' if cpu_supports_bf16() else 'no'}"
+    )
     print(
         "| variant | adds to | data s/batch | step s/batch | end-to-end img/s | vs baseline | first step s |"
     )
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['variant']} | {BASED_ON.get(r['variant'], '')} | {r['data_s']:.3f} | {r['step_s']:.3f} | "
-              f"{r['end_to_end_img_s']:.1f} | {r['end_to_end_img_s'] / base:.2f}x | {r['first_step_s']:.1f} |")  # fmt: skip
+        print(
+            f"| {r['variant']} | {BASED_ON.get(r['variant'], '')} | {r['data_s']:.3f} | {r['step_s']:.3f} | "
+            f"{r['end_to_end_img_s']:.1f} | {r['end_to_end_img_s'] / base:.2f}x | {r['first_step_s']:.1f} |"
+        )
     cached = [r for r in rows if r["cache_build_s"]]
     if cached:
-        print(f"\nimage cache: built once in {cached[0]['cache_build_s']:.1f}s for {len(set(paths))} images "
-              f"({cached[0]['workers']} workers), not counted above")  # fmt: skip
+        print(
+            f"\nimage cache: built once in {cached[0]['cache_build_s']:.1f}s for {len(set(paths))} images "
+            f"({cached[0]['workers']} workers), not counted above"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({**vars(args), "n": len(paths), "rows": rows}, indent=1))
 

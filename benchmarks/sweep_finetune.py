@@ -20,15 +20,33 @@ from pathlib import Path
 
 
 def run_variant(data: str, out: Path, options: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "vestis", "train", data, "--mode", "finetune", "--out", str(out), "--quiet",
-           "--no-tensorboard", *options]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "vestis",
+        "train",
+        data,
+        "--mode",
+        "finetune",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-tensorboard",
+        *options,
+    ]
     t = time.time()
     subprocess.run(cmd, check=True)
     seconds = time.time() - t
     log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     best = max(log, key=lambda r: r["val_top1"])
-    return {"val_top1": best["val_top1"], "val_macro_f1": best["val_macro_f1"], "best_epoch": best["epoch"],
-            "epochs": len(log), "seconds": seconds, "curve": [round(r["val_top1"], 4) for r in log]}  # fmt: skip
+    return {
+        "val_top1": best["val_top1"],
+        "val_macro_f1": best["val_macro_f1"],
+        "best_epoch": best["epoch"],
+        "epochs": len(log),
+        "seconds": seconds,
+        "curve": [round(r["val_top1"], 4) for r in log],
+    }
 
 
 def main() -> None:
@@ -50,11 +68,15 @@ def main() -> None:
             # the variant's options come last, so a variant may set its own seed
             options = [*shlex.split(args.base), "--seed", str(seed), *shlex.split(opts)]
             runs.append(run_variant(args.data, out / f"{name}-s{seed}", options))
-            print(f"{name} seed {seed}: val {runs[-1]['val_top1']:.4f} at epoch {runs[-1]['best_epoch']} "
-                  f"({runs[-1]['seconds']:.0f} s) curve {runs[-1]['curve']}", flush=True)  # fmt: skip
+            print(
+                f"{name} seed {seed}: val {runs[-1]['val_top1']:.4f} at epoch {runs[-1]['best_epoch']} "
+                f"({runs[-1]['seconds']:.0f} s) curve {runs[-1]['curve']}",
+                flush=True,
+            )
         results[name] = {"options": opts, "runs": runs}
-        (out / "sweep.json").write_text(json.dumps({"base": args.base, "seeds": args.seeds, "results": results},
-                                                   indent=1))  # fmt: skip
+        (out / "sweep.json").write_text(
+            json.dumps({"base": args.base, "seeds": args.seeds, "results": results}, indent=1)
+        )
     print(f"\nbase options: {args.base or '(defaults)'}; seeds {args.seeds}\n")
     print(
         "| variant | options | val top-1 | val macro-F1 | best epoch | seconds |\n|---|---|---:|---:|---:|---:|"
@@ -63,8 +85,10 @@ def main() -> None:
         runs = r["runs"]
         mean = {k: statistics.mean(x[k] for x in runs) for k in ("val_top1", "val_macro_f1", "seconds")}
         spread = f" ± {statistics.stdev(x['val_top1'] for x in runs):.4f}" if len(runs) > 1 else ""
-        print(f"| {name} | `{r['options']}` | {mean['val_top1']:.4f}{spread} | {mean['val_macro_f1']:.4f} | "
-              f"{'/'.join(str(x['best_epoch']) for x in runs)} | {mean['seconds']:.0f} |")  # fmt: skip
+        print(
+            f"| {name} | `{r['options']}` | {mean['val_top1']:.4f}{spread} | {mean['val_macro_f1']:.4f} | "
+            f"{'/'.join(str(x['best_epoch']) for x in runs)} | {mean['seconds']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,23 @@ from vestis.cli import main
 def trained(colour_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("VESTIS_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
-    rc = main(["train", str(colour_folder), "--out", str(run), "--backbone", "test_tiny", "--epochs", "10",
-               "--lr", "0.01", "--workers", "0", "--quiet"])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            str(colour_folder),
+            "--out",
+            str(run),
+            "--backbone",
+            "test_tiny",
+            "--epochs",
+            "10",
+            "--lr",
+            "0.01",
+            "--workers",
+            "0",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     return run
 
@@ -35,8 +50,21 @@ def test_train_evaluate_predict(trained, colour_folder, tmp_path, capsys):
     good = colour_folder / "test" / "red" / "red0.png"
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
-    rc = main(["predict", str(good), str(bad), str(tmp_path / "missing.png"), "--model", str(trained), "--json",
-               "--top-k", "2", "--workers", "0"])  # fmt: skip
+    rc = main(
+        [
+            "predict",
+            str(good),
+            str(bad),
+            str(tmp_path / "missing.png"),
+            "--model",
+            str(trained),
+            "--json",
+            "--top-k",
+            "2",
+            "--workers",
+            "0",
+        ]
+    )
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert rc == 1  # some inputs failed
     assert [x["input"] for x in lines] == [str(good), str(bad), str(tmp_path / "missing.png")]
@@ -47,8 +75,22 @@ def test_train_evaluate_predict(trained, colour_folder, tmp_path, capsys):
     assert lines[2]["error"] == "file not found"
 
     csv = tmp_path / "out.csv"
-    assert main(["predict", str(colour_folder / "test"), "--model", str(trained), "--csv", str(csv),
-                 "--workers", "0", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                str(colour_folder / "test"),
+                "--model",
+                str(trained),
+                "--csv",
+                str(csv),
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert len(csv.read_text().splitlines()) == 1 + 12 * 3
 
 
@@ -92,8 +134,28 @@ def test_models_and_inspect(colour_folder, capsys):
 
 def test_evaluate_ensemble_averages_probabilities(trained, colour_folder, tmp_path, capsys):
     other = tmp_path / "other"
-    assert main(["train", str(colour_folder), "--out", str(other), "--backbone", "test_tiny", "--epochs", "3",
-                 "--lr", "0.01", "--head", "mlp", "--workers", "0", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(colour_folder),
+                "--out",
+                str(other),
+                "--backbone",
+                "test_tiny",
+                "--epochs",
+                "3",
+                "--lr",
+                "0.01",
+                "--head",
+                "mlp",
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     import numpy as np
 
     from vestis.evaluate.runner import evaluate_run
@@ -117,8 +179,24 @@ def test_evaluate_ensemble_averages_probabilities(trained, colour_folder, tmp_pa
             make_image(
                 staged / "train" / c / f"{c}{i}.png", (200, 20, 20) if c == "a" else (20, 20, 200), seed=i
             )
-    assert main(["train", str(staged), "--out", str(tmp_path / "ab"), "--backbone", "test_tiny", "--epochs", "2",
-                 "--workers", "0", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(staged),
+                "--out",
+                str(tmp_path / "ab"),
+                "--backbone",
+                "test_tiny",
+                "--epochs",
+                "2",
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with pytest.raises(ValueError, match="classes differ"):
         evaluate_run([trained, tmp_path / "ab"], quiet=True)
 

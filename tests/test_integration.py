@@ -16,8 +16,25 @@ def test_clothing_fast_train_evaluate_predict(tmp_path, capsys):
     data = need(CLOTHING)
     run = tmp_path / "run"
     cache = str(tmp_path / "cache")
-    assert main(["train", str(data), "--out", str(run), "--backbone", "lite0", "--no-tta", "--head", "linear",
-                 "--cache-dir", cache, "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(data),
+                "--out",
+                str(run),
+                "--backbone",
+                "lite0",
+                "--no-tta",
+                "--head",
+                "linear",
+                "--cache-dir",
+                cache,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["counts"] == {"train": 3068, "validation": 341, "test": 372}
     assert config["metrics"]["validation"]["label"]["top1"] >= 0.84
@@ -53,9 +70,32 @@ def test_clothing_finetune_briefly(tmp_path, capsys):
             for img in sorted((data / split / cls).glob("*.jpg"))[:n]:
                 (sub / split / cls / img.name).symlink_to(img)
     run = tmp_path / "ft"
-    assert main(["train", str(sub), "--mode", "finetune", "--backbone", "lite0", "--epochs", "1", "--freeze", "3",
-                 "--train-size", "160", "--batch-size", "32", "--out", str(run), "--cache-dir", str(tmp_path / "c"),
-                 "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(sub),
+                "--mode",
+                "finetune",
+                "--backbone",
+                "lite0",
+                "--epochs",
+                "1",
+                "--freeze",
+                "3",
+                "--train-size",
+                "160",
+                "--batch-size",
+                "32",
+                "--out",
+                str(run),
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["includes_backbone"] and config["train_config"]["finetune"]["freeze_bn"] is True
     assert config["metrics"]["validation"]["label"]["top1"] >= 0.5  # 10 classes: chance is 0.1

@@ -81,8 +81,12 @@ def test_metadata_round_trip(model, exported):
     assert card["format"] == 1 and card["precision"] == "fp32"
     assert list(card["heads"]) == list(HEADS) and card["heads"] == HEADS
     assert card["outputs"] == {"type": "probs_0", "colour": "probs_1"}
-    assert card["embedding"] == {"output": "features", "dim": 16, "normalized": False,
-                                 "layer": "pooled backbone features (before the heads)"}  # fmt: skip
+    assert card["embedding"] == {
+        "output": "features",
+        "dim": 16,
+        "normalized": False,
+        "layer": "pooled backbone features (before the heads)",
+    }
     assert card["preprocess"] == model.preprocess.to_dict()
     assert card["backbone"] == "test_tiny" and card["source"] == "runs/tiny"
     assert card["metrics"] == CONFIG["metrics"]
@@ -141,8 +145,14 @@ def test_int8_export_calibrates_and_validates(model, tmp_path):
     calibration, _ = colour_images(tmp_path / "train", 20, seed=1)
     val_paths, val_labels = colour_images(tmp_path / "val", 9, seed=2)
     out = tmp_path / "int8.onnx"
-    report = export_onnx(model, out, int8=True, calibration=calibration, validation=(val_paths, {"type": val_labels}),
-                         config=CONFIG)  # fmt: skip
+    report = export_onnx(
+        model,
+        out,
+        int8=True,
+        calibration=calibration,
+        validation=(val_paths, {"type": val_labels}),
+        config=CONFIG,
+    )
     assert report["precision"] == "int8"
     assert set(report["top1_fp32"]) == {"type"} and set(report["top1_int8"]) == {"type"}
     assert 0 <= report["top1_int8"]["type"] <= 1 and report["n"] == {"type": 9}
@@ -208,9 +218,15 @@ def test_same_padding_is_made_static_and_exact(tmp_path):
 
         def __init__(self):
             super().__init__()
-            self.body = nn.Sequential(Conv2dSame(3, 8, 3, stride=2), nn.ReLU(), MaxPool2dSame(3, stride=2),
-                                      AvgPool2dSame(2, stride=2), Conv2dSame(8, 8, 5, stride=2, dilation=1),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())  # fmt: skip
+            self.body = nn.Sequential(
+                Conv2dSame(3, 8, 3, stride=2),
+                nn.ReLU(),
+                MaxPool2dSame(3, stride=2),
+                AvgPool2dSame(2, stride=2),
+                Conv2dSame(8, 8, 5, stride=2, dilation=1),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+            )
 
         def forward(self, x):
             return self.body(x)

@@ -71,15 +71,23 @@ def test_predicting_from_onnx_never_imports_torch(tmp_path):
     model = create_model("test_tiny", heads=HEADS)
     onnx_path = tmp_path / "tiny.onnx"
     export_onnx(model, onnx_path)
-    paths = [str(make_image(tmp_path / f"img{i}.png", (40 * i, 200 - 30 * i, 90), size=(36 + i, 50), seed=i))
-             for i in range(5)]  # fmt: skip
+    paths = [
+        str(make_image(tmp_path / f"img{i}.png", (40 * i, 200 - 30 * i, 90), size=(36 + i, 50), seed=i))
+        for i in range(5)
+    ]
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     items = [*paths[:2], str(broken), *paths[2:]]
 
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(onnx_path), *items], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(onnx_path), *items],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
 

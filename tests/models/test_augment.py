@@ -66,7 +66,9 @@ def test_probabilities_and_seeding():
     for _ in range(2):
         torch.manual_seed(3)
         runs.append([np.asarray(ZoomOut(1.0)(img)) for _ in range(3)])
-    assert all((a == b).all() for a, b in zip(*runs))  # torch's generator: reproducible per worker seed
+    assert all(
+        (a == b).all() for a, b in zip(*runs, strict=True)
+    )  # torch's generator: reproducible per worker seed
 
 
 def test_resolver_places_them_before_the_crop_and_config_checks_them():

@@ -259,8 +259,11 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
 
 
 def _data(source, images=None):
-    return {"source": source, "load": {"source": source, "images": images, "labels": ["label"], "seed": 1},
-            "fingerprint": "f"}  # fmt: skip
+    return {
+        "source": source,
+        "load": {"source": source, "images": images, "labels": ["label"], "seed": 1},
+        "fingerprint": "f",
+    }
 
 
 def test_data_paths_are_stored_relative_to_the_run_and_resolved_from_anywhere(tmp_path, monkeypatch):

@@ -43,8 +43,17 @@ def small_folder(root: Path, size: tuple[int, int]) -> Path:
 def tiny_train(data: Path, tmp_path: Path, **kw):
     from vestis.train import TrainConfig, train
 
-    base = dict(data=str(data), out=str(tmp_path / "run"), backbone="test_tiny", epochs=2, head="linear",
-                workers=0, quiet=True, cache_dir=str(tmp_path / "cache"), precision="fp32")  # fmt: skip
+    base = dict(
+        data=str(data),
+        out=str(tmp_path / "run"),
+        backbone="test_tiny",
+        epochs=2,
+        head="linear",
+        workers=0,
+        quiet=True,
+        cache_dir=str(tmp_path / "cache"),
+        precision="fp32",
+    )
     train(TrainConfig(**{**base, **kw}))
     return tmp_path / "run"
 

@@ -14,8 +14,16 @@ from vestis.train.probe import fit_head
 
 
 def _cfg(data, tmp_path, **kw):
-    base = dict(data=str(data), out=str(tmp_path / "run"), backbone="test_tiny", epochs=15, quiet=True,
-                cache_dir=str(tmp_path / "cache"), workers=0, lr=1e-2)  # fmt: skip
+    base = dict(
+        data=str(data),
+        out=str(tmp_path / "run"),
+        backbone="test_tiny",
+        epochs=15,
+        quiet=True,
+        cache_dir=str(tmp_path / "cache"),
+        workers=0,
+        lr=1e-2,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -61,14 +69,23 @@ def test_unsplit_folder_and_csv_multi_head(tmp_path):
     rows = ["id,colour,shape"]
     for i in range(36):
         c = ["red", "green", "blue"][i % 3]
-        make_image(tmp_path / "cat" / "images" / f"{i}.jpg", {"red": (220, 30, 30), "green": (30, 200, 40),
-                                                                "blue": (30, 40, 220)}[c], seed=i)  # fmt: skip
+        make_image(
+            tmp_path / "cat" / "images" / f"{i}.jpg",
+            {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}[c],
+            seed=i,
+        )
         shape = "" if i % 5 == 0 else ("round" if i % 2 else "square")  # empty: excluded from that head only
         rows.append(f"{i},{c},{shape}")
     rows.append("999,red,square")  # image missing: counted, not fatal
     (tmp_path / "cat" / "styles.csv").write_text("\n".join(rows) + "\n")
-    cfg = _cfg(tmp_path / "cat" / "styles.csv", tmp_path, labels=["colour", "shape"], head="linear", val=0.25,
-               test=0.2)  # fmt: skip
+    cfg = _cfg(
+        tmp_path / "cat" / "styles.csv",
+        tmp_path,
+        labels=["colour", "shape"],
+        head="linear",
+        val=0.25,
+        test=0.2,
+    )
     summary = train(cfg)
     model, config = load_checkpoint(tmp_path / "run")
     assert set(model.classes) == {"colour", "shape"}

@@ -21,14 +21,33 @@ from vestis.train.ema import EMA
 from vestis.train.recipe import lr_scale, mix_batch
 from vestis.train.sampler import EpochSampler
 
-PALETTE = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (220, 220, 30),
-           "purple": (150, 30, 160), "cyan": (30, 200, 210), "grey": (128, 128, 128)}  # fmt: skip
+PALETTE = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 40, 220),
+    "yellow": (220, 220, 30),
+    "purple": (150, 30, 160),
+    "cyan": (30, 200, 210),
+    "grey": (128, 128, 128),
+}
 
 
 def ft_cfg(data, tmp_path, **kw) -> TrainConfig:
-    base = dict(data=str(data), out=str(tmp_path / "run"), mode="finetune", backbone="test_tiny", epochs=3,
-                quiet=True, workers=0, cache_dir=str(tmp_path / "cache"), precision="fp32", batch_size=8,
-                augment="light", lr=0.03, tensorboard=False)  # fmt: skip
+    base = dict(
+        data=str(data),
+        out=str(tmp_path / "run"),
+        mode="finetune",
+        backbone="test_tiny",
+        epochs=3,
+        quiet=True,
+        workers=0,
+        cache_dir=str(tmp_path / "cache"),
+        precision="fp32",
+        batch_size=8,
+        augment="light",
+        lr=0.03,
+        tensorboard=False,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -89,10 +108,21 @@ def test_augment_options():
     assert resolve_transform(pre, train=True, size=24)(img).shape == (3, 24, 24)  # --train-size
     with pytest.raises(ValueError, match="augment"):
         resolve_transform(pre, train=True, augment="heavy")
-    for bad in (dict(augment="heavy"), dict(crop_scale=0.0), dict(erase=2.0), dict(mixup=-1.0),
-                dict(sampler="oversample"), dict(ema_decay=1.0), dict(patience=-1), dict(stages="top:5"),
-                dict(stages="rest,top:5"), dict(weight_decay=[0.01, 0.1]), dict(head_init="zeros"),
-                dict(train_size=4), dict(freeze=-1)):  # fmt: skip
+    for bad in (
+        dict(augment="heavy"),
+        dict(crop_scale=0.0),
+        dict(erase=2.0),
+        dict(mixup=-1.0),
+        dict(sampler="oversample"),
+        dict(ema_decay=1.0),
+        dict(patience=-1),
+        dict(stages="top:5"),
+        dict(stages="rest,top:5"),
+        dict(weight_decay=[0.01, 0.1]),
+        dict(head_init="zeros"),
+        dict(train_size=4),
+        dict(freeze=-1),
+    ):
         with pytest.raises(ValueError):
             TrainConfig(data="x", mode="finetune", **bad)
     with pytest.raises(ValueError, match="resume"):
@@ -137,8 +167,14 @@ def imbalanced_folder(root: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("loss, sampler, mix", [("ce", "balanced", {}), ("weighted", "random", {"mixup": 0.4}),
-                                                ("focal", "random", {"cutmix": 1.0, "mixup": 0.2})])  # fmt: skip
+@pytest.mark.parametrize(
+    "loss, sampler, mix",
+    [
+        ("ce", "balanced", {}),
+        ("weighted", "random", {"mixup": 0.4}),
+        ("focal", "random", {"cutmix": 1.0, "mixup": 0.2}),
+    ],
+)
 def test_losses_samplers_and_mixing_train(tmp_path, loss, sampler, mix):
     data = imbalanced_folder(tmp_path / "imb")
     summary = train(ft_cfg(data, tmp_path, loss=loss, sampler=sampler, epochs=2, **mix))

@@ -53,15 +53,27 @@ def test_resume_equals_uninterrupted(colour_folder, tmp_path, staged, capsys):
     assert read_state(b)["epoch"] == (2 if staged else 1)
     assert not (b / "train_log.json").exists()  # not finished
 
-    args = ["train", str(data), "--mode", "finetune", "--resume", str(b), "--workers", "0", "--quiet",
-            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    args = [
+        "train",
+        str(data),
+        "--mode",
+        "finetune",
+        "--resume",
+        str(b),
+        "--workers",
+        "0",
+        "--quiet",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert main(args) == 0  # every other option comes from the stored run
     assert_same_tensors(a / "model.safetensors", b / "model.safetensors")
     sa, sb = read_state(a), read_state(b)
     assert sa["epoch"] == sb["epoch"] and sa["step"] == sb["step"] and sb["finished"]
     for name in ("model", "ema", "optimizer"):
-        assert_same_tensors(a / "last" / sa["files"] / f"{name}.safetensors",
-                            b / "last" / sb["files"] / f"{name}.safetensors")  # fmt: skip
+        assert_same_tensors(
+            a / "last" / sa["files"] / f"{name}.safetensors", b / "last" / sb["files"] / f"{name}.safetensors"
+        )
     assert without_timing(rows(a)) == without_timing(rows(b))
     ca, cb = (json.loads((r / "config.json").read_text()) for r in (a, b))
     assert ca["metrics"] == cb["metrics"]

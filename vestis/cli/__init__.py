@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             extra = "export"
         if e.name in ("fastapi", "uvicorn", "starlette", "python_multipart", "prometheus_client"):
             extra = "serve"
-        print(f"vestis {args.command}: error: needs the module {e.name!r}: pip install 'vestis[{extra}]'",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"vestis {args.command}: error: needs the module {e.name!r}: pip install 'vestis[{extra}]'",
+            file=sys.stderr,
+        )
         return 2
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()

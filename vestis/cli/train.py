@@ -147,11 +147,20 @@ def _add_finetune(p) -> None:
     g.add_argument(
         "--train-size", type=int, help="training crop size (default: the model's; faster when smaller)"
     )
-    g.add_argument("--freeze", type=int, default=d.freeze, help="backbone layer groups kept frozen (1: stem, "
-                   "2: + first stage ...); saves their backward pass")  # fmt: skip
+    g.add_argument(
+        "--freeze",
+        type=int,
+        default=d.freeze,
+        help="backbone layer groups kept frozen (1: stem, 2: + first stage ...); saves their backward pass",
+    )
     bn = g.add_mutually_exclusive_group()
-    bn.add_argument("--freeze-bn", dest="freeze_bn", action="store_true", default=None,
-                    help="backbone BatchNorms keep their pretrained statistics (default when pretrained)")  # fmt: skip
+    bn.add_argument(
+        "--freeze-bn",
+        dest="freeze_bn",
+        action="store_true",
+        default=None,
+        help="backbone BatchNorms keep their pretrained statistics (default when pretrained)",
+    )
     bn.add_argument(
         "--train-bn", dest="freeze_bn", action="store_false", help="BatchNorm statistics follow the data"
     )
@@ -167,8 +176,10 @@ def _add_finetune(p) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--image-cache", action="store_true", help="decode and resize each image once, in memory")
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="no RUN/tb events")
-    g.add_argument("--stages", help="staged classes, e.g. top:20,rest (then: rest = the other classes only, "
-                   "all = every class)")  # fmt: skip
+    g.add_argument(
+        "--stages",
+        help="staged classes, e.g. top:20,rest (then: rest = the other classes only, all = every class)",
+    )
     g.add_argument("--resume", metavar="RUN", help="continue an interrupted finetune run from RUN/last")
 
 

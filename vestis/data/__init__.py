@@ -23,9 +23,17 @@ __all__ = [
 ]
 
 
-def load_dataset(source: str | Path, images: str | Path | None = None, labels: list[str] | None = None,
-                 val: float = 0.1, test: float = 0.1, seed: int = 0, split: str | None = None,
-                 fold_rare: int = 0, **catalog_options) -> DataSet:  # fmt: skip
+def load_dataset(
+    source: str | Path,
+    images: str | Path | None = None,
+    labels: list[str] | None = None,
+    val: float = 0.1,
+    test: float = 0.1,
+    seed: int = 0,
+    split: str | None = None,
+    fold_rare: int = 0,
+    **catalog_options,
+) -> DataSet:
     """A folder tree or a catalogue CSV, with every sample given a split.
 
     ``split``: None (folder splits, else a seeded stratified split) or 'year:even' (catalogues: even years

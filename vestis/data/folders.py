@@ -11,8 +11,15 @@ from pathlib import Path
 from vestis.data.images import is_image_path
 from vestis.data.types import DataSet, Sample, Skipped
 
-SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
-               "valid": "validation", "test": "test", "testing": "test"}  # fmt: skip
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "val": "validation",
+    "valid": "validation",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def _link_problem(path: Path, ancestors: frozenset[str], visited: set[str]) -> str | None:
@@ -66,8 +73,9 @@ def _walk(directory: Path, ancestors: frozenset[str], visited: set[str], ds: Dat
     return files
 
 
-def _scan_classes(root: Path, head: str, split: str | None, ds: DataSet, ancestors: frozenset[str],
-                  visited: set[str]) -> None:  # fmt: skip
+def _scan_classes(
+    root: Path, head: str, split: str | None, ds: DataSet, ancestors: frozenset[str], visited: set[str]
+) -> None:
     for entry in _entries(root, ds):
         if entry.is_symlink():
             problem = _link_problem(entry, ancestors, visited)

@@ -89,9 +89,16 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
 # -- writing and loading weights ----------------------------------------------------------------------------
 
 
-def save_checkpoint(run_dir: str | Path, model: VestisModel, *, include_backbone: bool = False,
-                    metrics: dict | None = None, data: dict | None = None, train_config: dict | None = None,
-                    dtype: torch.dtype | None = None) -> Path:  # fmt: skip
+def save_checkpoint(
+    run_dir: str | Path,
+    model: VestisModel,
+    *,
+    include_backbone: bool = False,
+    metrics: dict | None = None,
+    data: dict | None = None,
+    train_config: dict | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write ``model.safetensors`` and ``config.json`` atomically into ``run_dir``.
 
     ``dtype`` (e.g. torch.float16) stores floating weights smaller; they are cast back to fp32 on load.

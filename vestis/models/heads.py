@@ -23,9 +23,16 @@ def make_head(in_features: int, num_classes: int, cfg: HeadConfig) -> nn.Module:
 class VestisModel(nn.Module):
     """Backbone + a dict of heads. ``forward`` returns ``{head: logits}``."""
 
-    def __init__(self, backbone: nn.Module, backbone_name: str, preprocess: Preprocess,
-                 heads: dict[str, list[str]], head_cfg: HeadConfig, pretrained: bool,
-                 head_cfgs: dict[str, HeadConfig] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        backbone: nn.Module,
+        backbone_name: str,
+        preprocess: Preprocess,
+        heads: dict[str, list[str]],
+        head_cfg: HeadConfig,
+        pretrained: bool,
+        head_cfgs: dict[str, HeadConfig] | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
         self.backbone_name = backbone_name

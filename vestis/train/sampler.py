@@ -79,5 +79,13 @@ class EpochSampler(Sampler[int]):
 
 
 def make_loader(ds: Dataset, batch_size: int, workers: int, sampler=None, drop_last=False, pin=False):
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-                      drop_last=drop_last, pin_memory=pin, prefetch_factor=4 if workers else None)  # fmt: skip
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        drop_last=drop_last,
+        pin_memory=pin,
+        prefetch_factor=4 if workers else None,
+    )

@@ -1,13 +1,17 @@
 """ZoomOut and LowRes: what they do to a photo, their probabilities, and where the resolver puts them."""
 
+import colorsys
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import TrivialAugmentWide
 
-from vestis.models.augment import LowRes, ZoomOut
+from vestis.models.augment import ColourSafeTrivialAugment, LowRes, ZoomOut, is_colour_head
 from vestis.models.preprocess import Preprocess, border_fill, resolve_transform
 from vestis.train.config import TrainConfig
+from vestis.train.recipe import resolve_augment
 
 RED, GREEN = (200, 20, 20), (20, 180, 40)
 
@@ -66,9 +70,8 @@ def test_probabilities_and_seeding():
     for _ in range(2):
         torch.manual_seed(3)
         runs.append([np.asarray(ZoomOut(1.0)(img)) for _ in range(3)])
-    assert all(
-        (a == b).all() for a, b in zip(*runs, strict=True)
-    )  # torch's generator: reproducible per worker seed
+    # torch's generator: reproducible per worker seed
+    assert all((a == b).all() for a, b in zip(*runs, strict=True))
 
 
 def test_resolver_places_them_before_the_crop_and_config_checks_them():
@@ -82,3 +85,46 @@ def test_resolver_places_them_before_the_crop_and_config_checks_them():
         with pytest.raises(ValueError, match="zoom_out and low_res"):
             TrainConfig(data="x", mode="finetune", **bad)
     assert TrainConfig(data="x", mode="finetune", zoom_out=0.3, low_res=0.2).low_res == 0.2
+
+
+def centre_colours(aug, n: int = 300) -> list[tuple[float, float]]:
+    """Hue and saturation of the centre of a navy-blue photo after ``n`` draws of ``aug`` (a geometric operation may move
+    its black fill there: those draws are left out)."""
+    img = Image.new("RGB", (96, 96), (20, 30, 110))
+    torch.manual_seed(0)
+    hues = []
+    for _ in range(n):
+        r, g, b = (np.asarray(aug(img))[44:52, 44:52].reshape(-1, 3).mean(0) / 255).tolist()
+        h, sat, v = colorsys.rgb_to_hsv(r, g, b)
+        if v > 0.05:
+            hues.append((h, sat))
+    return hues
+
+
+def test_colour_safe_trivial_augment_keeps_the_colour():
+    safe = ColourSafeTrivialAugment()
+    ops = safe._augmentation_space(31)
+    assert not {"Color", "Solarize", "Posterize", "Equalize", "AutoContrast"} & set(ops)
+    assert {"Rotate", "ShearX", "TranslateY", "Brightness", "Contrast"} <= set(ops)
+    assert float(ops["Brightness"][0].max()) == pytest.approx(0.3)
+    hue, sat, _ = colorsys.rgb_to_hsv(20 / 255, 30 / 255, 110 / 255)
+    off = lambda seen: sum(abs(h - hue) > 0.03 or s < 0.6 * sat for h, s in seen)  # noqa: E731
+    kept = centre_colours(safe)
+    assert len(kept) > 250 and off(kept) == 0  # brightness/contrast within 30 %: saturation >= 0.7x
+    assert off(centre_colours(TrivialAugmentWide())) > 5  # the full one does change it: the check can fail
+
+
+def test_auto_augment_is_colour_safe_for_colour_heads():
+    assert is_colour_head("baseColour") and is_colour_head("color") and not is_colour_head("articleType")
+    cfg = TrainConfig(data="d", mode="finetune")
+    assert cfg.augment == "auto"
+    got, note = resolve_augment(cfg, ["articleType", "baseColour"])
+    assert got.augment == "colour-safe" and "baseColour" in note and cfg.augment == "auto"
+    assert resolve_augment(cfg, ["articleType"]) == (
+        TrainConfig(data="d", mode="finetune", augment="trivial"),
+        None,
+    )
+    explicit = TrainConfig(data="d", mode="finetune", augment="trivial")
+    assert resolve_augment(explicit, ["baseColour"]) == (explicit, None)  # asked for: kept
+    tf = resolve_transform(Preprocess(input_size=32, crop_pct=1.0), train=True, augment="colour-safe")
+    assert "ColourSafeTrivialAugment" in [type(t).__name__ for t in tf.transforms]

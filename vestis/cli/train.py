@@ -135,7 +135,13 @@ def _add_finetune(p) -> None:
     )
     g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up, then cosine")
     g.add_argument("--min-lr-scale", type=float, default=d.min_lr_scale, help="cosine ends at lr * this")
-    g.add_argument("--augment", choices=AUGMENTS, default=d.augment, help="after random-resized-crop (+flip)")
+    g.add_argument(
+        "--augment",
+        choices=AUGMENTS,
+        default=d.augment,
+        help="after random-resized-crop (+flip); auto: trivial, or colour-safe (no operation that changes colours) "
+        "when a head is a colour",
+    )
     g.add_argument(
         "--crop-scale", type=float, default=d.crop_scale, help="random-resized-crop: smallest area"
     )

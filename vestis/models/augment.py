@@ -7,6 +7,9 @@ by the trainer, like torchvision's own transforms):
   garment smaller in the frame, as in a looser shot (random-resized crops only ever zoom in);
 * :class:`LowRes` - downscaled (box filter) to a random short side and scaled back: a small or soft photo.
 
+And :class:`ColourSafeTrivialAugment`, torchvision's TrivialAugmentWide without the operations that change
+which colour a product is (for colour heads: a solarized white shirt is not a white shirt).
+
 Measured (docs/BENCHMARKS.md, robustness): framing, scale and resolution are what the bundled model was most
 sensitive to; colour, lighting and background cost little.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
+from torchvision.transforms import TrivialAugmentWide
 
 from .preprocess import border_fill
 
@@ -66,3 +70,33 @@ class LowRes:
 
     def __repr__(self) -> str:
         return f"LowRes(p={self.p}, short={self.short})"
+
+
+# TrivialAugmentWide's operations that change colours: saturation ("Color"), posterize, solarize (inverts bright
+# pixels), autocontrast and equalize (per-channel remapping that shifts hue)
+COLOUR_CHANGING_OPS = ("Color", "Posterize", "Solarize", "AutoContrast", "Equalize")
+COLOUR_HEAD_WORDS = ("colour", "color")
+
+
+def is_colour_head(name: str) -> bool:
+    """A head whose labels are colours, by its name (``baseColour``, ``color``, ``Colour_family``...)."""
+    return any(w in name.lower() for w in COLOUR_HEAD_WORDS)
+
+
+class ColourSafeTrivialAugment(TrivialAugmentWide):
+    """TrivialAugmentWide (one random operation at a random strength per image) over the operations that keep
+    a product's colour: identity, shear, translate, rotate, sharpness, and brightness and contrast within
+    +-``light`` (lighting changes, not a navy shirt turned blue)."""
+
+    def __init__(self, light: float = 0.3, **kwargs):
+        super().__init__(**kwargs)
+        self.light = light
+
+    def _augmentation_space(self, num_bins: int) -> dict:
+        space = super()._augmentation_space(num_bins)
+        for op in ("Brightness", "Contrast"):
+            space[op] = (torch.linspace(0.0, self.light, num_bins), True)
+        return {k: v for k, v in space.items() if k not in COLOUR_CHANGING_OPS}
+
+    def __repr__(self) -> str:
+        return f"ColourSafeTrivialAugment(light={self.light})"

@@ -226,7 +226,8 @@ def resolve_transform(
     inference graph normalises it (:func:`normalize`).
     Train (the fine-tuning trainer; needs torchvision): a normalised float tensor (3, S, S) from
     random-resized-crop (area ``crop_scale``..1) + flip, plus ``augment``: 'none' (crop only), 'light' (+ flip),
-    'trivial' (TrivialAugmentWide) or 'randaug' (RandAugment); ``erase``: probability of random erasing (after
+    'trivial' (TrivialAugmentWide), 'colour-safe' (:class:`~vestis.models.augment.ColourSafeTrivialAugment`: the
+    same without the operations that change colours) or 'randaug' (RandAugment); ``erase``: probability of random erasing (after
     normalisation); ``zoom_out`` / ``low_res``: probabilities of :class:`~vestis.models.augment.ZoomOut` (a
     looser framing) and :class:`~vestis.models.augment.LowRes` (a low-resolution copy), before the crop;
     ``size``: the training crop (default ``input_size``; smaller is faster, and a model trained
@@ -243,7 +244,7 @@ def resolve_transform(
     interp = T.InterpolationMode(pre.interpolation)
     norm = [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     ops = [T.RandomResizedCrop(size or pre.input_size, scale=(crop_scale, 1.0), interpolation=interp)]
-    from .augment import LowRes, ZoomOut
+    from .augment import ColourSafeTrivialAugment, LowRes, ZoomOut
 
     if low_res > 0:
         ops.insert(0, LowRes(low_res))
@@ -257,10 +258,12 @@ def resolve_transform(
         ops.append(T.RandomHorizontalFlip())
     if augment == "trivial":
         ops.append(T.TrivialAugmentWide(interpolation=interp))
+    elif augment == "colour-safe":
+        ops.append(ColourSafeTrivialAugment(interpolation=interp))
     elif augment == "randaug":
         ops.append(T.RandAugment(interpolation=interp))
     elif augment not in ("none", "light"):
-        raise ValueError(f"unknown augment {augment!r}; choose none, light, trivial or randaug")
+        raise ValueError(f"unknown augment {augment!r}; choose none, light, trivial, colour-safe or randaug")
     if erase > 0:
         norm.append(T.RandomErasing(p=erase, value=0))
     return T.Compose([*ops, *norm])

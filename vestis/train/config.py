@@ -29,7 +29,7 @@ from vestis.models import DEFAULT_BACKBONE
 LOSSES = ("ce", "weighted", "focal")
 MODES = ("fast", "finetune")
 HEADS = ("linear", "mlp", "auto")
-AUGMENTS = ("none", "light", "trivial", "randaug")
+AUGMENTS = ("auto", "none", "light", "trivial", "colour-safe", "randaug")
 SAMPLERS = ("random", "balanced")
 HEAD_INITS = ("probe", "random")
 
@@ -141,7 +141,9 @@ class TrainConfig:
     backbone_lr_scale: float = 0.3
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to lr * min_lr_scale
     min_lr_scale: float = 0.01
-    augment: str = "trivial"  # none (crop), light (+flip), trivial (+TrivialAugmentWide), randaug
+    # none (crop), light (+flip), trivial (+TrivialAugmentWide), colour-safe (trivial without the colour-changing
+    # operations), randaug; auto: trivial, or colour-safe when a head is a colour (resolved and stored at the start)
+    augment: str = "auto"
     crop_scale: float = 0.35  # random-resized-crop: smallest area fraction
     erase: float = 0.0  # random-erasing probability
     zoom_out: float = 0.0  # probability of a looser framing (the photo shrunk on its border colour)

@@ -36,7 +36,14 @@ from vestis.train.ema import EMA
 from vestis.train.history import History, format_imbalance, imbalance_table, score_heads
 from vestis.train.losses import make_loss
 from vestis.train.probe import probe_heads
-from vestis.train.recipe import head_loss, lr_scale, make_optimizer, mix_batch, seed_everything
+from vestis.train.recipe import (
+    head_loss,
+    lr_scale,
+    make_optimizer,
+    mix_batch,
+    resolve_augment,
+    seed_everything,
+)
 from vestis.train.records import all_skipped, set_preprocess, skipped_line, write_skipped
 from vestis.train.resume import (
     load_best,
@@ -90,6 +97,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
     head_cfg = HeadConfig("mlp" if cfg.head == "mlp" else "linear", cfg.hidden, cfg.dropout)
     model = create_model(cfg.backbone, pretrained=cfg.pretrained, head=head_cfg)
     note = set_preprocess(model, cfg, ds)
+    if note:
+        notes.append(note)
+    cfg, note = resolve_augment(cfg, ds.heads)
     if note:
         notes.append(note)
     workers = default_workers() if cfg.workers is None else cfg.workers

@@ -4,6 +4,7 @@ makes every epoch's randomness a function of (seed, epoch, process)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -11,6 +12,24 @@ import numpy as np
 import torch
 
 from vestis.train.config import TrainConfig
+
+
+def resolve_augment(cfg: TrainConfig, heads: list[str]) -> tuple[TrainConfig, str | None]:
+    """``augment='auto'`` made concrete (and stored so): TrivialAugment, or its colour-safe variant when a head's
+    labels are colours (TrivialAugment's saturation, solarize, posterize, equalize and autocontrast operations
+    change the very colour such a head learns). The note says which, when a colour head decided it."""
+    if cfg.augment != "auto":
+        return cfg, None
+    from vestis.models.augment import is_colour_head
+
+    colour = [h for h in heads if is_colour_head(h)]
+    cfg = dataclasses.replace(cfg, augment="colour-safe" if colour else "trivial")
+    if not colour:
+        return cfg, None
+    return cfg, (
+        f"augment: colour-safe (TrivialAugment without its colour-changing operations) for colour head(s) "
+        f"{colour}; --augment trivial keeps them all"
+    )
 
 
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:

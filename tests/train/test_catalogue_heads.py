@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_image, stable_seed
+from tests.train.test_finetune import ft_cfg
 from vestis.data import load_dataset
 from vestis.models.checkpoint import load_checkpoint
 from vestis.train import TrainConfig, train
@@ -244,20 +245,10 @@ def test_finetune_several_heads_masked_weighted_and_selected_on_one(tmp_path):
         for i, r in enumerate(text[1:])
     ]
     csv.write_text("\n".join([text[0], *blank]) + "\n")  # every 4th row has no 'warmth'
-    cfg = TrainConfig(
-        data=str(csv),
-        out=str(tmp_path / "run"),
-        mode="finetune",
-        backbone="test_tiny",
+    cfg = ft_cfg(
+        csv,
+        tmp_path,
         epochs=2,
-        quiet=True,
-        workers=0,
-        cache_dir=str(tmp_path / "cache"),
-        precision="fp32",
-        batch_size=8,
-        augment="light",
-        lr=0.03,
-        tensorboard=False,
         labels=["colour", "warmth"],
         loss_weights={"warmth": 0.5},
         select_head="colour",

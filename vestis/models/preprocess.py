@@ -227,8 +227,8 @@ def resolve_transform(
     Train (the fine-tuning trainer; needs torchvision): a normalised float tensor (3, S, S) from
     random-resized-crop (area ``crop_scale``..1) + flip, plus ``augment``: 'none' (crop only), 'light' (+ flip),
     'trivial' (TrivialAugmentWide), 'colour-safe' (:class:`~vestis.models.augment.ColourSafeTrivialAugment`: the
-    same without the operations that change colours) or 'randaug' (RandAugment); ``erase``: probability of random erasing (after
-    normalisation); ``zoom_out`` / ``low_res``: probabilities of :class:`~vestis.models.augment.ZoomOut` (a
+    same without the operations that change colours) or 'randaug' (RandAugment); ``erase``: probability of
+    random erasing (after normalisation); ``zoom_out`` / ``low_res``: probabilities of :class:`~vestis.models.augment.ZoomOut` (a
     looser framing) and :class:`~vestis.models.augment.LowRes` (a low-resolution copy), before the crop;
     ``size``: the training crop (default ``input_size``; smaller is faster, and a model trained
     on random-resized crops a little below its test size sees objects at the apparent size it is tested at:

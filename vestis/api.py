@@ -334,20 +334,35 @@ def soup(
     *,
     out: str | Path,
     weights: list[float] | None = None,
+    greedy: bool = False,
     validate: bool = True,
     fp16: bool = False,
     runtime: str = "auto",
+    quiet: bool = True,
 ) -> Model:
     """Average the weights of fine-tuned runs of the same network (a model soup, :mod:`vestis.models.soup`)
-    into the run directory ``out`` and return it loaded. ``validate``: score it on its data's validation split
-    (as the members were) and store those metrics in its config; ``fp16``: store the weights in half precision
-    (cast back to fp32 on load, as the bundled model is)."""
+    into the run directory ``out`` and return it loaded. ``greedy``: keep only the runs that do not lower the
+    validation top-1 (best first, :mod:`vestis.evaluate.soup`; what was tried is stored in the config);
+    ``validate``: score it on its data's validation split (as the members were) and store those metrics in
+    its config; ``fp16``: store the weights in half precision (cast back to fp32 on load, as the bundled model
+    is)."""
     import torch
 
     from vestis.models.soup import save_soup, set_metrics
 
-    save_soup(runs, out, weights, dtype=torch.float16 if fp16 else None)
-    if validate:  # scored in PyTorch: an ONNX export made now would be keyed by the config about to change
+    if len(runs) < 2:
+        raise ValueError("a soup needs at least two runs")
+    if greedy and weights is not None:
+        raise ValueError("a greedy soup weighs its members equally: give weights or greedy, not both")
+    dtype = torch.float16 if fp16 else None
+    if greedy:
+        from vestis.evaluate.soup import greedy_soup
+
+        greedy_soup(runs, out, dtype=dtype, quiet=quiet)
+    else:
+        save_soup(runs, out, weights, dtype=dtype)
+    # scored in PyTorch: an ONNX export made now would be keyed by the config about to change
+    if validate or greedy:
         report = load(out, runtime="torch").evaluate(split="validation")
         keep = ("n", "top1", "top_k", "macro_f1", "weighted_f1", "balanced_accuracy")
         metrics = {h: {k: m[k] for k in keep if k in m} for h, m in report["heads"].items()}

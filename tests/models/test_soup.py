@@ -62,8 +62,8 @@ def test_weights_are_the_members_mean(two_runs):
 
 
 def test_members_must_be_the_same_fine_tuned_network(two_runs, colours, tmp_path):
-    with pytest.raises(ValueError, match="at least two"):
-        average_models(two_runs[:1])
+    with pytest.raises(ValueError, match="at least one"):
+        average_models([])
     with pytest.raises(ValueError, match="weights"):
         average_models(two_runs, weights=[1.0])
     fast = tmp_path / "fast"
@@ -124,3 +124,51 @@ def test_a_soup_of_members_whose_data_is_gone_still_points_at_it(two_runs, tmp_p
     stored = json.loads((moved[0] / "config.json").read_text())["data"]["load"]["source"]
     expected = os.path.abspath(moved[0] / stored)
     assert read_config(out)["data"]["load"]["source"] == expected
+
+
+def _noisy_copy(run, out, scale=30.0, seed=0):
+    """The same network as ``run`` (config copied) with its floating-point weights drowned in noise."""
+    from safetensors.torch import load_file, save_file
+
+    out.mkdir(parents=True)
+    (out / "config.json").write_text((run / "config.json").read_text())
+    gen = torch.Generator().manual_seed(seed)
+    state = load_file(str(run / "model.safetensors"))
+    for k, v in state.items():
+        if v.is_floating_point() and v.numel() > 1:
+            state[k] = v + scale * (v.float().std() + 1e-3) * torch.randn(v.shape, generator=gen).to(v.dtype)
+    save_file(state, str(out / "model.safetensors"))
+    return out
+
+
+def test_greedy_soup_leaves_out_an_ingredient_that_lowers_validation(two_runs, tmp_path, capsys):
+    from vestis.evaluate.soup import validation_top1
+    from vestis.models.soup import save_soup
+
+    noisy = _noisy_copy(two_runs[0], tmp_path / "noisy")
+    runs = [noisy, *two_runs]
+    own = {str(r): validation_top1(r, tmp_path / f"eval-{i}") for i, r in enumerate(runs)}
+    assert own[str(noisy)] < max(own.values())  # the noise did break it
+    save_soup(runs, tmp_path / "uniform")
+    uniform = validation_top1(tmp_path / "uniform", tmp_path / "eval-uniform")
+
+    out = tmp_path / "greedy"
+    assert main(["soup", *map(str, runs), "--out", str(out), "--greedy", "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(line) == {"ingredients", "steps", "kept", "soup", "selected_on"}
+    assert line["ingredients"] == pytest.approx(own)
+    assert list(line["ingredients"].values()) == sorted(own.values(), reverse=True)  # best first
+    assert str(noisy.resolve()) not in line["kept"]
+    assert [s["run"] for s in line["steps"] if not s["kept"]] == [str(noisy)]
+    top1 = line["soup"]["label"]
+    assert top1 >= max(own.values()) and top1 > uniform  # never below its best ingredient; the noise cost
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_config"]["soup"]["members"] == line["kept"]
+    assert config["metrics"]["validation"]["label"]["top1"] == top1
+
+
+def test_soup_arguments_are_checked(two_runs, tmp_path):
+    with pytest.raises(ValueError, match="at least two"):
+        vestis.soup(two_runs[:1], out=tmp_path / "one")
+    with pytest.raises(ValueError, match="greedy"):
+        vestis.soup(two_runs, out=tmp_path / "both", weights=[1, 2], greedy=True)

@@ -116,10 +116,16 @@ def _add_soup(sub) -> None:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--weights", type=float, nargs="+", help="one weight per run (default: equal)")
     p.add_argument(
+        "--greedy",
+        action="store_true",
+        help="keep only the runs that do not lower validation top-1, best first (a greedy soup)",
+    )
+    p.add_argument(
         "--no-validate", dest="validate", action="store_false", help="do not score it on validation"
     )
     p.add_argument("--fp16", action="store_true", help="store the weights in half precision")
     p.add_argument("--json", action="store_true", help="print the validation figures as one JSON line")
+    p.add_argument("--quiet", action="store_true", help="no progress lines (greedy soups)")
     p.set_defaults(func=_soup)
 
 
@@ -128,9 +134,31 @@ def _soup(args) -> int:
     from vestis.models.run_config import read_config, resolve_model_dir
 
     runs = args.runs  # 'default': the bundled model
-    model = soup(runs, out=args.out, weights=args.weights, validate=args.validate, fp16=args.fp16)
-    if not args.validate:
+    model = soup(
+        runs,
+        out=args.out,
+        weights=args.weights,
+        greedy=args.greedy,
+        validate=args.validate,
+        fp16=args.fp16,
+        quiet=args.quiet or args.json,
+    )
+    if not (args.validate or args.greedy):
         print(f"wrote {args.out}")
+        return 0
+    soup_row = {h: m.get("top1") for h, m in model.metrics.get("validation", {}).items()}
+    if args.greedy:
+        record = read_config(args.out)["train_config"]["soup"]
+        kept, greedy = record["members"], record["greedy"]
+        if args.json:
+            print(json.dumps({**greedy, "kept": kept, "soup": soup_row}))
+            return 0
+        for run, top1 in greedy["ingredients"].items():
+            print(f"validation top-1  {top1:.4f}  {run}")
+        print(
+            f"validation top-1  {'  '.join(f'{h} {v:.4f}' for h, v in soup_row.items())}  soup ({args.out})"
+        )
+        print(f"kept {len(kept)} of {len(runs)}: {', '.join(kept)}")
         return 0
     rows = {r: read_config(resolve_model_dir(r)).get("metrics", {}).get("validation", {}) for r in runs}
     rows[f"soup ({args.out})"] = model.metrics.get("validation", {})

@@ -33,9 +33,9 @@ def _member_name(run) -> str:
 
 def average_models(runs: list, weights: list[float] | None = None):
     """(model, first member's config) with the members' weights averaged; ValueError naming the first member
-    that differs from the first one, or that does not store its backbone."""
-    if len(runs) < 2:
-        raise ValueError("a soup needs at least two runs")
+    that differs from the first one, or that does not store its backbone. One run is its own (greedy) soup."""
+    if not runs:
+        raise ValueError("a soup needs at least one run")
     if weights is not None and (len(weights) != len(runs) or min(weights) < 0 or sum(weights) <= 0):
         raise ValueError(f"weights: one value >= 0 per run ({len(runs)}), not all zero; got {weights}")
     w = [1.0] * len(runs) if weights is None else [float(x) for x in weights]
@@ -64,10 +64,13 @@ def average_models(runs: list, weights: list[float] | None = None):
     return first_model, first
 
 
-def save_soup(runs: list, out: str | Path, weights: list[float] | None = None, dtype=None) -> Path:
+def save_soup(
+    runs: list, out: str | Path, weights: list[float] | None = None, dtype=None, record: dict | None = None
+) -> Path:
     """Average ``runs`` (:func:`average_models`) into the run directory ``out``; its config records the members
-    and weights (``train_config.soup``) and the first member's data, so ``vestis evaluate OUT`` re-splits the
-    same way. Validation metrics are left empty for the caller to measure."""
+    and weights (``train_config.soup``, with ``record`` added: how they were chosen) and the first member's
+    data, so ``vestis evaluate OUT`` re-splits the same way. Validation metrics are left empty for the caller
+    to measure."""
     model, first = average_models(runs, weights)
     data = copy.deepcopy(first.get("data") or {})
     if data.get("load"):  # stored relative to the first member's directory: made usable from here
@@ -83,7 +86,7 @@ def save_soup(runs: list, out: str | Path, weights: list[float] | None = None, d
         data["source"] = data["load"]["source"]
     members = [str(resolve_model_dir(r)) for r in runs]
     train_config = copy.deepcopy(first.get("train_config") or {})
-    train_config["soup"] = {"members": members, "weights": weights or [1.0] * len(runs)}
+    train_config["soup"] = {"members": members, "weights": weights or [1.0] * len(runs), **(record or {})}
     return save_checkpoint(
         out, model, include_backbone=True, data=data, train_config=train_config, dtype=dtype
     )

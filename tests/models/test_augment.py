@@ -128,3 +128,15 @@ def test_auto_augment_is_colour_safe_for_colour_heads():
     assert resolve_augment(explicit, ["baseColour"]) == (explicit, None)  # asked for: kept
     tf = resolve_transform(Preprocess(input_size=32, crop_pct=1.0), train=True, augment="colour-safe")
     assert "ColourSafeTrivialAugment" in [type(t).__name__ for t in tf.transforms]
+
+
+def test_every_training_augment_builds_and_an_unknown_one_lists_them():
+    from vestis.models.preprocess import TRAIN_AUGMENTS
+    from vestis.train.config import AUGMENTS
+
+    pre = Preprocess(input_size=32, crop_pct=1.0)
+    for name in TRAIN_AUGMENTS:
+        assert resolve_transform(pre, train=True, augment=name)(framed()).shape == (3, 32, 32)
+    assert set(AUGMENTS) == {"auto", *TRAIN_AUGMENTS}  # what a config accepts: these, or 'auto'
+    with pytest.raises(ValueError, match="choose one of none, light, trivial, colour-safe, randaug"):
+        resolve_transform(pre, train=True, augment="strong")

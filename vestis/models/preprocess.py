@@ -210,6 +210,10 @@ def normalize(x: np.ndarray, pre: Preprocess) -> np.ndarray:
     return (x - mean) / std
 
 
+# the training augmentations resolve_transform builds ('auto' in a training config picks one of them)
+TRAIN_AUGMENTS = ("none", "light", "trivial", "colour-safe", "randaug")
+
+
 def resolve_transform(
     pre: Preprocess | tuple[Preprocess, ...],
     train: bool = False,
@@ -263,7 +267,7 @@ def resolve_transform(
     elif augment == "randaug":
         ops.append(T.RandAugment(interpolation=interp))
     elif augment not in ("none", "light"):
-        raise ValueError(f"unknown augment {augment!r}; choose none, light, trivial, colour-safe or randaug")
+        raise ValueError(f"unknown augment {augment!r}; choose one of {', '.join(TRAIN_AUGMENTS)}")
     if erase > 0:
         norm.append(T.RandomErasing(p=erase, value=0))
     return T.Compose([*ops, *norm])

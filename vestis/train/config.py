@@ -25,11 +25,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from vestis.models import DEFAULT_BACKBONE
+from vestis.models.preprocess import TRAIN_AUGMENTS
 
 LOSSES = ("ce", "weighted", "focal")
 MODES = ("fast", "finetune")
 HEADS = ("linear", "mlp", "auto")
-AUGMENTS = ("auto", "none", "light", "trivial", "colour-safe", "randaug")
+AUGMENTS = ("auto", *TRAIN_AUGMENTS)
 SAMPLERS = ("random", "balanced")
 HEAD_INITS = ("probe", "random")
 

@@ -356,3 +356,18 @@ def test_freeze_modes():
         create_model("test_tiny").freeze(2)
     with pytest.raises(ValueError, match="layer groups"):
         create_model("lite_ensemble", pretrained=False).freeze(1)
+
+
+def test_image_cache_decodes_only_the_images_training_uses(colour_folder, tmp_path, monkeypatch):
+    import vestis.train.finetune as finetune
+
+    for split, n in (("train", 2), ("validation", 1)):  # a class --min-per-class drops
+        for i in range(n):
+            make_image(colour_folder / split / "grey" / f"grey{i}.png", (128, 128, 128), seed=i)
+    decoded = []
+    build = finetune.build_image_cache
+    monkeypatch.setattr(
+        finetune, "build_image_cache", lambda paths, *a: decoded.extend(paths) or build(paths, *a)
+    )
+    train(ft_cfg(colour_folder, tmp_path, epochs=1, image_cache=True, min_per_class=5))
+    assert len(decoded) == 30 + 12 and not [p for p in decoded if "grey" in str(p)]

@@ -117,7 +117,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
     for note in notes:
         run.say("note:", note)
     if cfg.image_cache:
-        idx = [i for i, s in enumerate(ds.samples) if s.split in ("train", "validation")]
+        used = [stage_split(ds, "train", st.train) + stage_split(ds, "validation", st.classes) for st in stages]
+        idx = sorted(set().union(*used))  # not the classes no stage trains on (--min-per-class, rare 'drop')
         paths = [ds.samples[i].path for i in idx]
         built = build_image_cache(paths, model.preprocess.resize_size, workers, run.main and not cfg.quiet)
         run.cache = [None] * len(ds.samples)

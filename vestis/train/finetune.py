@@ -117,7 +117,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
     for note in notes:
         run.say("note:", note)
     if cfg.image_cache:
-        used = [stage_split(ds, "train", st.train) + stage_split(ds, "validation", st.classes) for st in stages]
+        used = [
+            stage_split(ds, "train", st.train) + stage_split(ds, "validation", st.classes) for st in stages
+        ]
         idx = sorted(set().union(*used))  # not the classes no stage trains on (--min-per-class, rare 'drop')
         paths = [ds.samples[i].path for i in idx]
         built = build_image_cache(paths, model.preprocess.resize_size, workers, run.main and not cfg.quiet)

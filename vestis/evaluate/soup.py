@@ -28,7 +28,7 @@ def greedy_soup(runs: list, out: str | Path, dtype=None, quiet: bool = False) ->
     validation top-1, best first), ``steps`` (one per candidate added: run, the soup's top-1 with it, kept),
     ``kept`` (the members, best first) and ``top1`` (the soup's). A soup of one member is that member's
     network, written as a run."""
-    say = (lambda *a: None) if quiet else print
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))  # progress, even into a pipe
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-greedy-") as tmp:

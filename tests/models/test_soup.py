@@ -88,6 +88,9 @@ def test_members_must_be_the_same_fine_tuned_network(two_runs, colours, tmp_path
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=f"{other}: differs .* in preprocess"):
         average_models([two_runs[0], other])
+    with pytest.raises(ValueError, match=f"{other}: differs .* in preprocess"):  # before any scoring
+        vestis.soup([*two_runs, other], out=tmp_path / "greedy", greedy=True)
+    assert not (tmp_path / "greedy").exists()
 
 
 def test_cli_scores_the_soup_on_validation_and_it_loads(two_runs, colours, tmp_path, capsys):

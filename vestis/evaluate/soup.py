@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from vestis.evaluate.runner import evaluate_run
-from vestis.models.soup import save_soup
+from vestis.models.soup import average_models, save_soup
 
 
 def validation_top1(run, workdir: str | Path) -> float:
@@ -29,6 +29,7 @@ def greedy_soup(runs: list, out: str | Path, dtype=None, quiet: bool = False) ->
     ``kept`` (the members, best first) and ``top1`` (the soup's). A soup of one member is that member's
     network, written as a run."""
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))  # progress, even into a pipe
+    average_models(runs)  # the members checked (same network, fine-tuned) before minutes of scoring
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-greedy-") as tmp:

@@ -97,6 +97,9 @@ def test_cli_scores_the_soup_on_validation_and_it_loads(two_runs, colours, tmp_p
     out = tmp_path / "soup"
     assert main(["soup", *map(str, two_runs), "--out", str(out), "--json"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for r in two_runs:  # members scored now, as the soup is: not the figures their trainers stored
+        measured = vestis.load(r, runtime="torch").evaluate(split="validation", out=tmp_path / "e")
+        assert figures[str(r)]["label"] == pytest.approx(measured["heads"]["label"]["top1"])
     assert set(figures) == {str(two_runs[0]), str(two_runs[1]), f"soup ({out})"}
     top1 = figures[f"soup ({out})"]["label"]
     assert 0 <= top1 <= 1
@@ -110,6 +113,18 @@ def test_cli_scores_the_soup_on_validation_and_it_loads(two_runs, colours, tmp_p
     assert len(rows) == 4 and all(
         r["predictions"]["label"][0]["label"] in ("blue", "green", "red") for r in rows
     )
+
+
+def test_the_soup_table_does_not_read_members_stored_figures(two_runs, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    config = json.loads((two_runs[0] / "config.json").read_text())
+    config["metrics"]["validation"]["label"]["top1"] = 0.123  # a stale figure (another precision, say)
+    (copy / "config.json").write_text(json.dumps(config))
+    (copy / "model.safetensors").write_bytes((two_runs[0] / "model.safetensors").read_bytes())
+    assert main(["soup", str(copy), str(two_runs[1]), "--out", str(tmp_path / "soup"), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures[str(copy)]["label"] != pytest.approx(0.123)
 
 
 def test_a_soup_of_members_whose_data_is_gone_still_points_at_it(two_runs, tmp_path):

@@ -130,8 +130,11 @@ def _add_soup(sub) -> None:
 
 
 def _soup(args) -> int:
+    import tempfile
+
     from vestis.api import soup
-    from vestis.models.run_config import read_config, resolve_model_dir
+    from vestis.evaluate.soup import validation_heads
+    from vestis.models.run_config import read_config
 
     runs = args.runs  # 'default': the bundled model
     model = soup(
@@ -160,7 +163,10 @@ def _soup(args) -> int:
         )
         print(f"kept {len(kept)} of {len(runs)}: {', '.join(kept)}")
         return 0
-    rows = {r: read_config(resolve_model_dir(r)).get("metrics", {}).get("validation", {}) for r in runs}
+    with (
+        tempfile.TemporaryDirectory() as tmp
+    ):  # the members scored as the soup was, not their trainers' figures
+        rows = {r: validation_heads(r, Path(tmp) / f"member-{i}") for i, r in enumerate(runs)}
     rows[f"soup ({args.out})"] = model.metrics.get("validation", {})
     if args.json:
         print(json.dumps({name: {h: m.get("top1") for h, m in v.items()} for name, v in rows.items()}))

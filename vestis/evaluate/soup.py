@@ -16,10 +16,15 @@ from vestis.evaluate.runner import evaluate_run
 from vestis.models.soup import average_models, save_soup
 
 
+def validation_heads(run, workdir: str | Path) -> dict:
+    """{head: metrics} of ``run`` on its data's validation split, scored in PyTorch as soups are (the report
+    goes to ``workdir``)."""
+    return evaluate_run(run, split="validation", out=workdir, quiet=True, runtime="torch")["heads"]
+
+
 def validation_top1(run, workdir: str | Path) -> float:
-    """Mean top-1 over the heads of ``run`` on its data's validation split (the report goes to ``workdir``)."""
-    report = evaluate_run(run, split="validation", out=workdir, quiet=True, runtime="torch")
-    scores = [m["top1"] for m in report["heads"].values()]
+    """Mean top-1 over the heads of ``run`` on its data's validation split."""
+    scores = [m["top1"] for m in validation_heads(run, workdir).values()]
     return sum(scores) / len(scores)
 
 

@@ -348,6 +348,7 @@ def soup(
     is)."""
     import torch
 
+    from vestis.evaluate.soup import greedy_soup, validation_heads
     from vestis.models.soup import save_soup, set_metrics
 
     if len(runs) < 2:
@@ -355,16 +356,14 @@ def soup(
     if greedy and weights is not None:
         raise ValueError("a greedy soup weighs its members equally: give weights or greedy, not both")
     dtype = torch.float16 if fp16 else None
-    if greedy:
-        from vestis.evaluate.soup import greedy_soup
-
-        greedy_soup(runs, out, dtype=dtype, quiet=quiet)
+    heads = None
+    if greedy:  # its metrics: the kept soup's, as scored when it was chosen
+        heads = greedy_soup(runs, out, dtype=dtype, quiet=quiet)["heads"]
     else:
         save_soup(runs, out, weights, dtype=dtype)
-    # scored in PyTorch: an ONNX export made now would be keyed by the config about to change
-    if validate or greedy:
-        report = load(out, runtime="torch").evaluate(split="validation")
+        if validate:  # in PyTorch: an ONNX export made now would be keyed by the config about to change
+            heads = validation_heads(out, Path(out) / "eval-validation")
+    if heads is not None:
         keep = ("n", "top1", "top_k", "macro_f1", "weighted_f1", "balanced_accuracy")
-        metrics = {h: {k: m[k] for k in keep if k in m} for h, m in report["heads"].items()}
-        set_metrics(out, {"validation": metrics})
+        set_metrics(out, {"validation": {h: {k: m[k] for k in keep if k in m} for h, m in heads.items()}})
     return load(out, runtime=runtime)

@@ -160,15 +160,15 @@ def _noisy_copy(run, out, scale=30.0, seed=0):
 
 
 def test_greedy_soup_leaves_out_an_ingredient_that_lowers_validation(two_runs, tmp_path, capsys):
-    from vestis.evaluate.soup import validation_top1
+    from vestis.evaluate.soup import mean_top1, validation_heads
     from vestis.models.soup import save_soup
 
     noisy = _noisy_copy(two_runs[0], tmp_path / "noisy")
     runs = [noisy, *two_runs]
-    own = {str(r): validation_top1(r, tmp_path / f"eval-{i}") for i, r in enumerate(runs)}
+    own = {str(r): mean_top1(validation_heads(r, tmp_path / f"eval-{i}")) for i, r in enumerate(runs)}
     assert own[str(noisy)] < max(own.values())  # the noise did break it
     save_soup(runs, tmp_path / "uniform")
-    uniform = validation_top1(tmp_path / "uniform", tmp_path / "eval-uniform")
+    uniform = mean_top1(validation_heads(tmp_path / "uniform", tmp_path / "eval-uniform"))
 
     out = tmp_path / "greedy"
     assert main(["soup", *map(str, runs), "--out", str(out), "--greedy", "--json"]) == 0
@@ -183,6 +183,11 @@ def test_greedy_soup_leaves_out_an_ingredient_that_lowers_validation(two_runs, t
     config = json.loads((out / "config.json").read_text())
     assert config["train_config"]["soup"]["members"] == line["kept"]
     assert config["metrics"]["validation"]["label"]["top1"] == top1
+    one = vestis.soup([noisy, two_runs[0]], out=tmp_path / "one", greedy=True, fp16=True, runtime="torch")
+    stored = one.evaluate(
+        split="validation", out=tmp_path / "eval-one"
+    )  # one member, kept in fp16: scored so
+    assert one.metrics["validation"]["label"]["top1"] == pytest.approx(stored["heads"]["label"]["top1"])
 
 
 def test_soup_arguments_are_checked(two_runs, tmp_path):

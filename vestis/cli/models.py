@@ -163,9 +163,8 @@ def _soup(args) -> int:
         )
         print(f"kept {len(kept)} of {len(runs)}: {', '.join(kept)}")
         return 0
-    with (
-        tempfile.TemporaryDirectory() as tmp
-    ):  # the members scored as the soup was, not their trainers' figures
+    # the members scored as the soup was, not the figures their trainers stored
+    with tempfile.TemporaryDirectory() as tmp:
         rows = {r: validation_heads(r, Path(tmp) / f"member-{i}") for i, r in enumerate(runs)}
     rows[f"soup ({args.out})"] = model.metrics.get("validation", {})
     if args.json:

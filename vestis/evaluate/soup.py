@@ -22,39 +22,40 @@ def validation_heads(run, workdir: str | Path) -> dict:
     return evaluate_run(run, split="validation", out=workdir, quiet=True, runtime="torch")["heads"]
 
 
-def validation_top1(run, workdir: str | Path) -> float:
-    """Mean top-1 over the heads of ``run`` on its data's validation split."""
-    scores = [m["top1"] for m in validation_heads(run, workdir).values()]
-    return sum(scores) / len(scores)
+def mean_top1(heads: dict) -> float:
+    """Mean top-1 over the heads of a :func:`validation_heads` result."""
+    return sum(m["top1"] for m in heads.values()) / len(heads)
 
 
 def greedy_soup(runs: list, out: str | Path, dtype=None, quiet: bool = False) -> dict:
     """Write the greedy soup of ``runs`` to ``out`` and return what was tried: ``ingredients`` (run → its own
     validation top-1, best first), ``steps`` (one per candidate added: run, the soup's top-1 with it, kept),
-    ``kept`` (the members, best first) and ``top1`` (the soup's). A soup of one member is that member's
-    network, written as a run."""
+    ``kept`` (the members, best first), ``top1`` and ``heads`` (the soup's validation metrics, as scored when it
+    was chosen). A soup of one member is that member's network, written as a run."""
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))  # progress, even into a pipe
     average_models(runs)  # the members checked (same network, fine-tuned) before minutes of scoring
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-greedy-") as tmp:
         tmp = Path(tmp)
-        scores = {}
+        heads = {}
         for i, run in enumerate(runs):
-            scores[str(run)] = validation_top1(run, tmp / f"ingredient-{i}")
-            say(f"ingredient {i + 1}/{len(runs)}  validation top-1 {scores[str(run)]:.4f}  {run}")
+            heads[str(run)] = validation_heads(run, tmp / f"ingredient-{i}")
+            say(f"ingredient {i + 1}/{len(runs)}  validation top-1 {mean_top1(heads[str(run)]):.4f}  {run}")
+        scores = {r: mean_top1(h) for r, h in heads.items()}
         order = sorted(runs, key=lambda r: -scores[str(r)])  # stable: ties keep the order given
-        kept, best, steps = [order[0]], scores[str(order[0])], []
+        kept, best, best_heads, steps = [order[0]], scores[str(order[0])], heads[str(order[0])], []
         for i, run in enumerate(order[1:]):
             candidate = tmp / f"soup-{i}"
             save_soup([*kept, run], candidate, dtype=dtype)
-            top1 = validation_top1(candidate, tmp / f"soup-{i}-eval")
+            candidate_heads = validation_heads(candidate, tmp / f"soup-{i}-eval")
+            top1 = mean_top1(candidate_heads)
             keep = top1 >= best
             steps.append({"run": str(run), "top1": top1, "kept": keep})
             say(f"+ {run}: soup of {len(kept) + 1} scores {top1:.4f} ({'kept' if keep else 'left out'})")
             if keep:
                 kept.append(run)
-                best = top1
+                best, best_heads = top1, candidate_heads
             shutil.rmtree(candidate)
         record = {
             "greedy": {
@@ -64,4 +65,13 @@ def greedy_soup(runs: list, out: str | Path, dtype=None, quiet: bool = False) ->
             }
         }
         save_soup(kept, out, dtype=dtype, record=record)
-    return {"ingredients": record["greedy"]["ingredients"], "steps": steps, "kept": kept, "top1": best}
+    if len(kept) == 1 and dtype is not None:  # the one member, stored in another precision: scored as stored
+        best_heads = validation_heads(out, out / "eval-validation")
+        best = mean_top1(best_heads)
+    return {
+        "ingredients": record["greedy"]["ingredients"],
+        "steps": steps,
+        "kept": kept,
+        "top1": best,
+        "heads": best_heads,
+    }

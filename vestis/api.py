@@ -362,7 +362,7 @@ def soup(
     else:
         save_soup(runs, out, weights, dtype=dtype)
         if validate:  # in PyTorch: an ONNX export made now would be keyed by the config about to change
-            heads = validation_heads(out, Path(out) / "eval-validation")
+            heads = validation_heads(out)
     if heads is not None:
         keep = ("n", "top1", "top_k", "macro_f1", "weighted_f1", "balanced_accuracy")
         set_metrics(out, {"validation": {h: {k: m[k] for k in keep if k in m} for h, m in heads.items()}})

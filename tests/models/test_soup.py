@@ -165,10 +165,10 @@ def test_greedy_soup_leaves_out_an_ingredient_that_lowers_validation(two_runs, t
 
     noisy = _noisy_copy(two_runs[0], tmp_path / "noisy")
     runs = [noisy, *two_runs]
-    own = {str(r): mean_top1(validation_heads(r, tmp_path / f"eval-{i}")) for i, r in enumerate(runs)}
+    own = {str(r): mean_top1(validation_heads(r)) for r in runs}
     assert own[str(noisy)] < max(own.values())  # the noise did break it
     save_soup(runs, tmp_path / "uniform")
-    uniform = mean_top1(validation_heads(tmp_path / "uniform", tmp_path / "eval-uniform"))
+    uniform = mean_top1(validation_heads(tmp_path / "uniform"))
 
     out = tmp_path / "greedy"
     assert main(["soup", *map(str, runs), "--out", str(out), "--greedy", "--json"]) == 0
@@ -182,12 +182,15 @@ def test_greedy_soup_leaves_out_an_ingredient_that_lowers_validation(two_runs, t
     assert top1 >= max(own.values()) and top1 > uniform  # never below its best ingredient; the noise cost
     config = json.loads((out / "config.json").read_text())
     assert config["train_config"]["soup"]["members"] == line["kept"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the candidates' folder is gone
     assert config["metrics"]["validation"]["label"]["top1"] == top1
     one = vestis.soup([noisy, two_runs[0]], out=tmp_path / "one", greedy=True, fp16=True, runtime="torch")
     stored = one.evaluate(
         split="validation", out=tmp_path / "eval-one"
     )  # one member, kept in fp16: scored so
     assert one.metrics["validation"]["label"]["top1"] == pytest.approx(stored["heads"]["label"]["top1"])
+    for run in (out, tmp_path / "one"):  # scored without writing evaluation reports
+        assert sorted(p.name for p in run.iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_soup_arguments_are_checked(two_runs, tmp_path):

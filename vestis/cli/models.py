@@ -130,8 +130,6 @@ def _add_soup(sub) -> None:
 
 
 def _soup(args) -> int:
-    import tempfile
-
     from vestis.api import soup
     from vestis.evaluate.soup import validation_heads
     from vestis.models.run_config import read_config
@@ -164,8 +162,7 @@ def _soup(args) -> int:
         print(f"kept {len(kept)} of {len(runs)}: {', '.join(kept)}")
         return 0
     # the members scored as the soup was, not the figures their trainers stored
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = {r: validation_heads(r, Path(tmp) / f"member-{i}") for i, r in enumerate(runs)}
+    rows = {r: validation_heads(r) for r in runs}
     rows[f"soup ({args.out})"] = model.metrics.get("validation", {})
     if args.json:
         print(json.dumps({name: {h: m.get("top1") for h, m in v.items()} for name, v in rows.items()}))

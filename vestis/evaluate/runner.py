@@ -134,6 +134,22 @@ def evaluate_runner(
     return report
 
 
+def score_run(run, split: str = "validation", runtime: str = "torch", quiet: bool = True) -> dict:
+    """{head: metrics} of a run (``None``/'default': the bundled model) on ``split`` of its own data, with the
+    views it was trained with: the figures of :func:`evaluate_run` without its report (no plots, no files), for
+    callers that compare many candidates (soups)."""
+    from vestis.engine.load import load_runner
+    from vestis.models.checkpoint import resolve_model_dir
+
+    runner, card = load_runner([run], runtime=runtime)
+    run_dir = resolve_model_dir(None if run in (None, "", "default") else run)
+    samples, _, split = evaluation_samples(card, split, run_dir=run_dir)
+    views = tuple((card.get("train_config") or {}).get("views", ["plain"]))
+    got = infer_cached(runner, [s.path for s in samples], views, progress=not quiet)
+    results, _ = _score(samples, got, runner.classes, None, [])
+    return {head: r["metrics"] for head, r in results.items()}
+
+
 def _score(samples, got, classes: dict[str, list[str]], table: dict | None, notes: list[str]):
     """(results per head for write_report, unseen-label reports per head). Images whose label the model has
     no class for are scored apart (:func:`unseen_report`), images without a label for a head are counted in

@@ -12,14 +12,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from vestis.evaluate.runner import evaluate_run
+from vestis.evaluate.runner import score_run
 from vestis.models.soup import average_models, save_soup
 
 
-def validation_heads(run, workdir: str | Path) -> dict:
-    """{head: metrics} of ``run`` on its data's validation split, scored in PyTorch as soups are (the report
-    goes to ``workdir``)."""
-    return evaluate_run(run, split="validation", out=workdir, quiet=True, runtime="torch")["heads"]
+def validation_heads(run) -> dict:
+    """{head: metrics} of ``run`` on its data's validation split, scored in PyTorch as soups are (no report
+    written: only the figures are compared)."""
+    return score_run(run, split="validation", runtime="torch")
 
 
 def mean_top1(heads: dict) -> float:
@@ -40,7 +40,7 @@ def greedy_soup(runs: list, out: str | Path, dtype=None, quiet: bool = False) ->
         tmp = Path(tmp)
         heads = {}
         for i, run in enumerate(runs):
-            heads[str(run)] = validation_heads(run, tmp / f"ingredient-{i}")
+            heads[str(run)] = validation_heads(run)
             say(f"ingredient {i + 1}/{len(runs)}  validation top-1 {mean_top1(heads[str(run)]):.4f}  {run}")
         scores = {r: mean_top1(h) for r, h in heads.items()}
         order = sorted(runs, key=lambda r: -scores[str(r)])  # stable: ties keep the order given
@@ -48,7 +48,7 @@ def greedy_soup(runs: list, out: str | Path, dtype=None, quiet: bool = False) ->
         for i, run in enumerate(order[1:]):
             candidate = tmp / f"soup-{i}"
             save_soup([*kept, run], candidate, dtype=dtype)
-            candidate_heads = validation_heads(candidate, tmp / f"soup-{i}-eval")
+            candidate_heads = validation_heads(candidate)
             top1 = mean_top1(candidate_heads)
             keep = top1 >= best
             steps.append({"run": str(run), "top1": top1, "kept": keep})
@@ -66,7 +66,7 @@ def greedy_soup(runs: list, out: str | Path, dtype=None, quiet: bool = False) ->
         }
         save_soup(kept, out, dtype=dtype, record=record)
     if len(kept) == 1 and dtype is not None:  # the one member, stored in another precision: scored as stored
-        best_heads = validation_heads(out, out / "eval-validation")
+        best_heads = validation_heads(out)
         best = mean_top1(best_heads)
     return {
         "ingredients": record["greedy"]["ingredients"],

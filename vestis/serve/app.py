@@ -24,7 +24,6 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vestis import __version__
@@ -36,67 +35,7 @@ from vestis.serve.fetch import FetchError, fetch_image
 from vestis.serve.inputs import InputError, read_json, read_upload
 from vestis.serve.metrics import Metrics, MetricsMiddleware
 from vestis.serve.options import ServeOptions
-
-
-class Label(BaseModel):
-    label: str
-    score: float
-
-
-class Prediction(BaseModel):
-    predictions: dict[str, list[Label]]
-
-
-class SearchAnswer(BaseModel):
-    results: list[dict]
-
-
-class ExplainAnswer(BaseModel):
-    head: str
-    cls: str
-    score: float
-    predicted: str
-    overlay: str  # data:image/jpeg;base64,... : the heat map over the crop the model saw
-
-
-class ErrorAnswer(BaseModel):
-    error: str
-
-
-_IMAGE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            },
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"url": {"type": "string", "format": "uri"}},
-                    "required": ["url"],
-                }
-            },
-        },
-    }
-}
-_ERRORS = {
-    s: {"model": ErrorAnswer, "description": d}
-    for s, d in {
-        400: "bad request or URL",
-        403: "URL refused: not a public address",
-        413: "upload or download over the size cap",
-        415: "not an image",
-        422: "an image that cannot be decoded (corrupt, truncated, decompression bomb) or a missing field",
-        502: "the URL could not be downloaded",
-        503: "server busy (Retry-After) or stopping",
-        504: "the URL download timed out",
-    }.items()
-}
+from vestis.serve.schema import ERRORS, IMAGE_BODY, ErrorAnswer, ExplainAnswer, Prediction, SearchAnswer
 
 
 class _Prepared(ImageSet):
@@ -291,8 +230,8 @@ def create_app(
     @app.post(
         "/v1/predict",
         response_model=Prediction,
-        responses=_ERRORS,
-        openapi_extra=_IMAGE_BODY,
+        responses=ERRORS,
+        openapi_extra=IMAGE_BODY,
         summary='labels of one image (upload field `file`, or JSON {"url": ...})',
     )
     async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=opts.max_top_k)):
@@ -313,8 +252,8 @@ def create_app(
     @app.post(
         "/v1/search",
         response_model=SearchAnswer,
-        responses={**_ERRORS, 501: {"model": ErrorAnswer, "description": "search is off"}},
-        openapi_extra=_IMAGE_BODY,
+        responses={**ERRORS, 501: {"model": ErrorAnswer, "description": "search is off"}},
+        openapi_extra=IMAGE_BODY,
         summary="the most similar indexed products to one image (needs --index)",
     )
     async def search(
@@ -351,8 +290,8 @@ def create_app(
     @app.post(
         "/v1/explain",
         response_model=ExplainAnswer,
-        responses={**_ERRORS, 501: {"model": ErrorAnswer, "description": "explanations unavailable"}},
-        openapi_extra=_IMAGE_BODY,
+        responses={**ERRORS, 501: {"model": ErrorAnswer, "description": "explanations unavailable"}},
+        openapi_extra=IMAGE_BODY,
         summary="Grad-CAM: where in the image the model looked for a class (default: the first head's top class)",
     )
     async def explain_image(

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from vestis.data.images import ImageError, load_image, to_rgb
+from vestis.runtime import release_free_memory
 
 VIEWS = ("plain", "flip")
 
@@ -145,6 +146,7 @@ def iterate_batches(
         for a, b in spans:
             yield collate([ds[i] for i in range(a, b)])
         return
+    release_free_memory()  # the workers are forked now: not a heap of freed activations to copy-on-write
     pool = ProcessPoolExecutor(
         min(workers, len(spans)), mp_context=_context(), initializer=_init_worker, initargs=(ds,)
     )

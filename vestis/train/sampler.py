@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from vestis.data.images import ImageError, load_image
 from vestis.engine.loader import collate
+from vestis.runtime import release_free_memory
 
 
 class _Decode(Dataset):
@@ -78,8 +79,17 @@ class EpochSampler(Sampler[int]):
         return {"seed": self.seed, "epoch": self.epoch, "balanced": self.balanced}
 
 
+class _Loader(DataLoader):
+    """A DataLoader that trims the allocator's kept free memory before its workers are forked (each epoch)."""
+
+    def __iter__(self):
+        if self.num_workers:
+            release_free_memory()
+        return super().__iter__()
+
+
 def make_loader(ds: Dataset, batch_size: int, workers: int, sampler=None, drop_last=False, pin=False):
-    return DataLoader(
+    return _Loader(
         ds,
         batch_size=batch_size,
         sampler=sampler,

@@ -1,0 +1,50 @@
+"""vestis.runtime: the tuned allocator keeps freed memory, and hands it back before workers are forked."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import pytest
+import torch
+
+from vestis import runtime
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_kept_memory_is_released_before_workers_fork():
+    if not runtime.tune_allocator():
+        pytest.skip("the allocator could not be tuned here (VESTIS_NO_MALLOPT or no mallopt)")
+    before = _rss_mb()
+    blocks = [torch.ones(4 * 2**20) for _ in range(32)]  # 512 MB of 16 MB tensors, then freed
+    del blocks
+    kept = _rss_mb() - before
+    assert kept > 300  # the tuned allocator keeps it (the speed-up); forked workers would map all of it
+    assert runtime.release_free_memory()
+    assert _rss_mb() - before < kept / 4
+
+
+def test_loaders_release_kept_memory_before_forking_workers(monkeypatch, tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from tests.engine.test_loader import PRE, items
+    from vestis.engine import loader as engine_loader
+    from vestis.models.preprocess import resolve_transform
+    from vestis.train import sampler
+
+    calls = []
+    for module in (sampler, engine_loader):
+        monkeypatch.setattr(module, "release_free_memory", lambda: calls.append(1) or True)
+    train = TensorDataset(torch.arange(8))
+    images = engine_loader.ImageSet(items(tmp_path, 6), resolve_transform(PRE), PRE.resize_size)
+    for workers in (0, 1):
+        calls.clear()
+        for _ in range(2):  # two epochs: workers forked (and memory released) for each
+            list(sampler._Loader(train, batch_size=4, num_workers=workers))
+        list(engine_loader.iterate_batches(images, batch_size=2, workers=workers))
+        assert len(calls) == (3 if workers else 0)

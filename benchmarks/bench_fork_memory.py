@@ -5,8 +5,9 @@ fragmented heap of freed activations (what a fine-tune does every epoch), with a
     .venv/bin/python benchmarks/bench_fork_memory.py [--gb 3]
 
 Each variant runs in a fresh process: allocate GB of 64 MB tensors, each followed by a small block that
-stays alive (64 kB, taken from the top of the heap: the freed memory between them cannot be trimmed from the top), free the big ones, fork two
-workers, allocate GB again while they live, and print the sum of PSS of the parent and its workers."""
+stays alive (64 kB, taken from the top of the heap: the freed memory between them cannot be trimmed from
+the top), free the big ones, fork two workers, allocate GB again while they live, and print the sum of PSS
+of the parent and its workers, and the seconds the trim and the second allocation took."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class _Slow(Dataset):
         return torch.zeros(4)
 
 
-def one(trim: bool, gb: int) -> int:
+def one(trim: bool, gb: int) -> tuple[int, float, float]:
     from vestis.runtime import release_free_memory, tune_allocator
 
     if not tune_allocator():
@@ -50,11 +51,15 @@ def one(trim: bool, gb: int) -> int:
         acts.append(torch.ones(16 * 2**20))
         pins.append(torch.ones(16384))  # 64 kB: from the top of the heap, after it
     del acts
+    t = time.perf_counter()
     if trim:
         release_free_memory()
+    t_trim = time.perf_counter() - t
     it = iter(DataLoader(_Slow(), batch_size=1, num_workers=2))
     next(it)  # the workers are alive now
+    t = time.perf_counter()
     acts = [torch.ones(16 * 2**20) for _ in range(16 * gb)]  # the next epoch's activations
+    t_alloc = time.perf_counter() - t
     me = os.getpid()
     with open(f"/proc/{me}/task/{me}/children") as f:
         kids = [int(p) for p in f.read().split()]
@@ -62,7 +67,7 @@ def one(trim: bool, gb: int) -> int:
     for _ in it:
         pass
     del acts, pins
-    return total
+    return total, t_trim, t_alloc
 
 
 def main() -> int:
@@ -71,7 +76,7 @@ def main() -> int:
     p.add_argument("--variant", choices=["keep", "trim"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.variant:
-        print(one(args.variant == "trim", args.gb))
+        print(*one(args.variant == "trim", args.gb))
         return 0
     print(f"parent working set {args.gb * 1024} MB; parent + 2 workers, sum of PSS while the workers live:")
     for variant in ("keep", "trim"):
@@ -82,7 +87,10 @@ def main() -> int:
             text=True,
         )
         label = "release_free_memory() before the fork" if variant == "trim" else "kept heap (before)"
-        print(f"  {label:40s} {int(out.stdout.split()[-1]):6d} MB")
+        mb, t_trim, t_alloc = out.stdout.split()[-3:]
+        print(
+            f"  {label:40s} {int(mb):6d} MB   trim {float(t_trim):.3f} s, allocation {float(t_alloc):.2f} s"
+        )
     return 0
 
 

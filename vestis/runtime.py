@@ -37,8 +37,8 @@ def release_free_memory() -> bool:
     :func:`tune_allocator` applied. Call it before forking worker processes: a child maps the parent's kept
     heap, so every page of it the parent then reuses (the next batch's activations) is copied while the child
     lives, and a fine-tune that keeps ~12 GB of activations needs twice that with its workers (Lite1 on the
-    clothing photos was killed for memory at 24 GB). After the trim the parent refaults fresh pages instead:
-    ~1 s an epoch."""
+    clothing photos was killed for memory at 24 GB). The trim costs ~0.12 s per GB kept, and the parent's
+    fresh pages fault in as fast as the copies they replace (``benchmarks/bench_fork_memory.py``)."""
     if not _tuned:
         return False
     try:

@@ -116,7 +116,9 @@ def test_serve_process_prints_its_address_answers_and_stops_on_sigterm(tiny_run)
         assert "vestis serve: http://127.0.0.1:" in line, line
         base = line.split("vestis serve: ")[1].split()[0].rstrip("/")
         assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
-        r = httpx.post(f"{base}/v1/predict", files={"file": ("a.png", png_bytes((30, 40, 220)), "image/png")})
+        r = httpx.post(
+            f"{base}/v1/predict", files={"file": ("a.png", png_bytes((30, 40, 220)), "image/png")}, timeout=60
+        )
         assert r.json()["predictions"]["label"][0]["label"] == "blue"
         assert "<title>vestis</title>" in httpx.get(base + "/").text
     finally:

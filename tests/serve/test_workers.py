@@ -70,11 +70,13 @@ def test_two_workers_share_the_socket_and_stop_together(tiny_run, tmp_path):
         assert not base.endswith(":0")  # port 0: the port actually bound is printed
         seen, deadline = set(), time.monotonic() + 60
         while len(seen) < 2 and time.monotonic() < deadline:  # each request on a new connection
-            r = httpx.post(
-                f"{base}/v1/predict", files={"file": ("a.png", png_bytes((30, 40, 220)), "image/png")}
+            r = httpx.post(  # a liveness bound, not a speed check: a busy CI machine warms up slowly
+                f"{base}/v1/predict",
+                files={"file": ("a.png", png_bytes((30, 40, 220)), "image/png")},
+                timeout=60,
             )
             assert r.json()["predictions"]["label"][0]["label"] == "blue"
-            seen.add(httpx.get(f"{base}/healthz").json()["worker"])
+            seen.add(httpx.get(f"{base}/healthz", timeout=60).json()["worker"])
         workers = seen
         assert len(seen) == 2 and seen <= _children(proc.pid), seen  # two worker processes answered
         card = httpx.get(f"{base}/v1/model").json()

@@ -55,6 +55,36 @@ def evaluation_samples(
     return samples, source, split
 
 
+def _infer_split(
+    runner,
+    card,
+    split,
+    data=None,
+    images=None,
+    tta=None,
+    quiet=True,
+    cache_dir=None,
+    run_dir=None,
+    batch_size=64,
+    workers=None,
+):
+    """(samples, source, split, views, outputs): the model run over the samples :func:`evaluation_samples`
+    picks, with the views it was trained/selected with (``tta`` None) or those ``tta`` asks for."""
+    samples, source, split = evaluation_samples(card, split, data, images, run_dir)
+    trained_views = tuple((card.get("train_config") or {}).get("views", ["plain"]))
+    views = trained_views if tta is None else (("plain", "flip") if tta else ("plain",))
+    got = infer_cached(
+        runner,
+        [s.path for s in samples],
+        views,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        workers=workers,
+        progress=not quiet,
+    )
+    return samples, source, split, views, got
+
+
 def evaluate_runner(
     runner,
     card: dict,
@@ -74,17 +104,8 @@ def evaluate_runner(
     """Metrics, plots and ``report.md`` for ``split`` ('all' for every sample) into ``out`` (default
     ``runs/eval-NAME-SPLIT``). ``tta``: None uses the views the model was trained/selected with. ``explain``:
     the error gallery draws its first ``explain`` images as Grad-CAM overlays of the predicted class."""
-    samples, source, split = evaluation_samples(card, split, data, images, run_dir)
-    trained_views = tuple((card.get("train_config") or {}).get("views", ["plain"]))
-    views = trained_views if tta is None else (("plain", "flip") if tta else ("plain",))
-    got = infer_cached(
-        runner,
-        [s.path for s in samples],
-        views,
-        cache_dir=cache_dir,
-        batch_size=batch_size,
-        workers=workers,
-        progress=not quiet,
+    samples, source, split, views, got = _infer_split(
+        runner, card, split, data, images, tta, quiet, cache_dir, run_dir, batch_size, workers
     )
     skipped = [Skipped(str(samples[i].path), r) for i, r in sorted(got.errors.items())]
     notes: list[str] = []
@@ -143,9 +164,7 @@ def score_run(run, split: str = "validation", runtime: str = "torch", quiet: boo
 
     runner, card = load_runner([run], runtime=runtime)
     run_dir = resolve_model_dir(None if run in (None, "", "default") else run)
-    samples, _, split = evaluation_samples(card, split, run_dir=run_dir)
-    views = tuple((card.get("train_config") or {}).get("views", ["plain"]))
-    got = infer_cached(runner, [s.path for s in samples], views, progress=not quiet)
+    samples, _, _, _, got = _infer_split(runner, card, split, quiet=quiet, run_dir=run_dir)
     results, _ = _score(samples, got, runner.classes, None, [])
     return {head: r["metrics"] for head, r in results.items()}
 

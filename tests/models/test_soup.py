@@ -159,9 +159,12 @@ def _noisy_copy(run, out, scale=30.0, seed=0):
     return out
 
 
-def test_greedy_soup_leaves_out_an_ingredient_that_lowers_validation(two_runs, tmp_path, capsys):
+def test_greedy_soup_leaves_out_an_ingredient_that_lowers_validation(two_runs, tmp_path, capsys, monkeypatch):
     from vestis.evaluate.soup import mean_top1, validation_heads
     from vestis.models.soup import save_soup
+
+    monkeypatch.setenv("VESTIS_CACHE", str(tmp_path / "vcache"))
+    cached = lambda: sorted(p.name for p in (tmp_path / "vcache" / "features").iterdir())  # noqa: E731
 
     noisy = _noisy_copy(two_runs[0], tmp_path / "noisy")
     runs = [noisy, *two_runs]
@@ -170,8 +173,10 @@ def test_greedy_soup_leaves_out_an_ingredient_that_lowers_validation(two_runs, t
     save_soup(runs, tmp_path / "uniform")
     uniform = mean_top1(validation_heads(tmp_path / "uniform"))
 
+    before = cached()  # the ingredients' and the uniform soup's features
     out = tmp_path / "greedy"
     assert main(["soup", *map(str, runs), "--out", str(out), "--greedy", "--json"]) == 0
+    assert cached() == before  # the throwaway candidates left nothing in the feature cache
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(line) == {"ingredients", "steps", "kept", "soup", "selected_on"}
     assert line["ingredients"] == pytest.approx(own)

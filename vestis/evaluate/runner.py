@@ -67,6 +67,7 @@ def _infer_split(
     run_dir=None,
     batch_size=64,
     workers=None,
+    cache=True,
 ):
     """(samples, source, split, views, outputs): the model run over the samples :func:`evaluation_samples`
     picks, with the views it was trained/selected with (``tta`` None) or those ``tta`` asks for."""
@@ -77,6 +78,7 @@ def _infer_split(
         runner,
         [s.path for s in samples],
         views,
+        cache=cache,
         cache_dir=cache_dir,
         batch_size=batch_size,
         workers=workers,
@@ -155,16 +157,19 @@ def evaluate_runner(
     return report
 
 
-def score_run(run, split: str = "validation", runtime: str = "torch", quiet: bool = True) -> dict:
+def score_run(
+    run, split: str = "validation", runtime: str = "torch", quiet: bool = True, cache: bool = True
+) -> dict:
     """{head: metrics} of a run (``None``/'default': the bundled model) on ``split`` of its own data, with the
     views it was trained with: the figures of :func:`evaluate_run` without its report (no plots, no files), for
-    callers that compare many candidates (soups)."""
+    callers that compare many candidates (soups). ``cache=False`` for a throwaway model: its features are not
+    written to the feature cache."""
     from vestis.engine.load import load_runner
     from vestis.models.checkpoint import resolve_model_dir
 
     runner, card = load_runner([run], runtime=runtime)
     run_dir = resolve_model_dir(None if run in (None, "", "default") else run)
-    samples, _, _, _, got = _infer_split(runner, card, split, quiet=quiet, run_dir=run_dir)
+    samples, _, _, _, got = _infer_split(runner, card, split, quiet=quiet, run_dir=run_dir, cache=cache)
     results, _ = _score(samples, got, runner.classes, None, [])
     return {head: r["metrics"] for head, r in results.items()}
 

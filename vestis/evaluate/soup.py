@@ -16,10 +16,11 @@ from vestis.evaluate.runner import score_run
 from vestis.models.soup import average_models, save_soup
 
 
-def validation_heads(run) -> dict:
+def validation_heads(run, cache: bool = True) -> dict:
     """{head: metrics} of ``run`` on its data's validation split, scored in PyTorch as soups are (no report
-    written: only the figures are compared)."""
-    return score_run(run, split="validation", runtime="torch")
+    written: only the figures are compared). ``cache=False`` for a throwaway candidate: nothing of it is left in
+    the feature cache."""
+    return score_run(run, split="validation", runtime="torch", cache=cache)
 
 
 def mean_top1(heads: dict) -> float:
@@ -48,7 +49,7 @@ def greedy_soup(runs: list, out: str | Path, dtype=None, quiet: bool = False) ->
         for i, run in enumerate(order[1:]):
             candidate = tmp / f"soup-{i}"
             save_soup([*kept, run], candidate, dtype=dtype)
-            candidate_heads = validation_heads(candidate)
+            candidate_heads = validation_heads(candidate, cache=False)
             top1 = mean_top1(candidate_heads)
             keep = top1 >= best
             steps.append({"run": str(run), "top1": top1, "kept": keep})

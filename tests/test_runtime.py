@@ -48,3 +48,20 @@ def test_loaders_release_kept_memory_before_forking_workers(monkeypatch, tmp_pat
             list(sampler._Loader(train, batch_size=4, num_workers=workers))
         list(engine_loader.iterate_batches(images, batch_size=2, workers=workers))
         assert len(calls) == (3 if workers else 0)
+
+
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (MemoryError(), True),
+        (RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 8 bytes."), True),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes."), True),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed. "), True),
+        (RuntimeError("DataLoader worker (pid 12) is killed by signal: Segmentation fault. "), False),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
+        (ValueError("not enough memory"), False),
+    ],
+)
+def test_out_of_memory_is_told_apart(exc, expected):
+    assert runtime.out_of_memory(exc) is expected

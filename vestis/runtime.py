@@ -47,6 +47,17 @@ def release_free_memory() -> bool:
         return False
 
 
+# what PyTorch says when an allocation fails (CPU, CUDA), or when the OS killed a DataLoader worker for memory
+_OOM_SIGNS = ("not enough memory", "can't allocate memory", "out of memory", "killed by signal: killed")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed allocation (Python, CPU or CUDA) or a worker the OS killed (the OOM killer)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and any(sign in str(exc).lower() for sign in _OOM_SIGNS)
+
+
 def pick_device(device: str | None = None):
     import torch
 

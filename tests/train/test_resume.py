@@ -103,3 +103,32 @@ def test_resume_state_format(colour_folder, tmp_path):
     assert state["config"]["mode"] == "finetune" and state["stage_done"] and state["finished"]
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         read_state(tmp_path)
+
+
+def raise_at(epoch: int, step: int, exc: BaseException):
+    def hook(e, s):
+        if (e, s) == (epoch, step):
+            raise exc
+
+    return hook
+
+
+def test_out_of_memory_says_how_to_go_on(colour_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: 9 bytes.")
+    with pytest.raises(RuntimeError) as got:
+        train_finetune(ft_cfg(colour_folder, tmp_path, epochs=2), on_step=raise_at(2, 1, cpu))
+    message = str(got.value)
+    assert "\n" not in message and got.value.__cause__ is cpu
+    assert message.startswith("out of memory at batch size 8 (") and "not enough memory: 9 bytes" in message
+    assert f"--resume {out} --workers 0" in message and "--batch-size" in message
+    assert read_state(out)["epoch"] == 1  # the finished epoch is kept, and the advice works
+    assert main(["train", str(colour_folder), "--mode", "finetune", "--resume", str(out), "--quiet"]) == 0
+    assert read_state(out)["finished"]
+
+    other = RuntimeError("a bug, not memory")  # anything else is raised as it is
+    with pytest.raises(RuntimeError) as got:
+        train_finetune(
+            ft_cfg(colour_folder, tmp_path, out=str(tmp_path / "b")), on_step=raise_at(1, 1, other)
+        )
+    assert got.value is other

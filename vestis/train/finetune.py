@@ -29,7 +29,7 @@ from vestis.evaluate import format_table, summarize
 from vestis.models.checkpoint import atomic_write_text, read_config
 from vestis.models.heads import HeadConfig
 from vestis.models.registry import create_model
-from vestis.runtime import autocast, resolve_precision, tune_allocator
+from vestis.runtime import autocast, out_of_memory, resolve_precision, tune_allocator
 from vestis.train import distributed
 from vestis.train.config import TrainConfig
 from vestis.train.ema import EMA
@@ -49,6 +49,7 @@ from vestis.train.resume import (
     load_best,
     load_weights,
     mark_finished,
+    out_of_memory_advice,
     read_state,
     restore_fit,
     resumed_config,
@@ -78,6 +79,10 @@ def train_finetune(cfg: TrainConfig, on_step=None) -> dict:
                 f"interrupted; continue with: vestis train ... --mode finetune --resume {cfg.resume or cfg.out}"
             )
         raise
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise
+        raise RuntimeError(out_of_memory_advice(cfg, e)) from e
     finally:
         distributed.close_distributed(world)
 

@@ -194,6 +194,15 @@ def mark_finished(run_dir: Path) -> None:
         atomic_write_text(path, json.dumps({**json.loads(path.read_text()), "finished": True}))
 
 
+def out_of_memory_advice(cfg: TrainConfig, exc: BaseException) -> str:
+    """The one-line error for a run that ran out of memory: what failed, and how to go on from its last epoch."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"out of memory at batch size {cfg.batch_size} ({first}); the finished epochs are kept: continue with "
+        f"--resume {cfg.resume or cfg.out} --workers 0 (fewer processes), or start again with a smaller --batch-size"
+    )
+
+
 def resumed_config(given: TrainConfig, stored: dict) -> TrainConfig:
     """The stored options (grouped, or flat from older states), with the runtime options (workers, quiet,
     device, ...) and the data paths as given now. Any other option given with a non-default value that differs

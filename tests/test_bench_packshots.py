@@ -1,0 +1,111 @@
+"""benchmarks/bench_packshots.py: which catalogue rows it scores, and its scores on a tiny catalogue whose
+classes a tiny model reads by colour."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_image, stable_seed, train_tiny
+
+_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, _DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # bench_packshots imports bench_robustness as the script beside it
+    spec.loader.exec_module(module)
+    return module
+
+
+_load("shifts")
+_load("bench_robustness")
+bench = _load("bench_packshots")
+
+COLOUR = {"Dresses": (220, 30, 30), "Shirts": (30, 200, 30), "Tshirts": (30, 30, 220), "Tops": (200, 200, 0)}
+# (articleType, gender, rows): Tops and Unisex are left out; Shirts has too few children's rows
+ROWS = [
+    ("Dresses", "Girls", 4),
+    ("Dresses", "Women", 6),
+    ("Tshirts", "Boys", 3),
+    ("Tshirts", "Girls", 2),
+    ("Tshirts", "Men", 8),
+    ("Tshirts", "Unisex", 3),
+    ("Shirts", "Boys", 1),
+    ("Shirts", "Men", 5),
+    ("Tops", "Girls", 5),
+]
+
+
+@pytest.fixture
+def catalogue(tmp_path) -> Path:
+    root = tmp_path / "cat"
+    lines, k = ["id,gender,masterCategory,articleType,year"], 0
+    for article, gender, n in ROWS:
+        for _ in range(n):
+            k += 1
+            lines.append(f"{k},{gender},Apparel,{article},2012")
+            make_image(root / "images" / f"{k}.jpg", COLOUR[article], seed=stable_seed("cat", k))
+    (root / "images" / "1.jpg").write_bytes(
+        b"\xff\xd8\xff\xe0 truncated"
+    )  # a girl's dress that cannot be read
+    (root / "styles.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_rows_chosen(catalogue):
+    from vestis.data.catalog import read_catalog
+
+    samples = read_catalog(catalogue / "styles.csv", labels=("articleType",)).samples
+    got = bench.select_rows(samples, adults_per_class=5, min_kids=2, seed=0)
+    kids = gender_and_class(got["children"])
+    assert kids == {("Girls", "dress"): 4, ("Boys", "t-shirt"): 3, ("Girls", "t-shirt"): 2}
+    adults = gender_and_class(got["adults"])
+    assert adults == {("Women", "dress"): 5, ("Men", "t-shirt"): 5}  # capped; no shirts, Unisex or Tops
+    assert bench.select_rows(samples, 5, 2, seed=0) == got  # seeded
+    assert bench.select_rows(samples, 5, 2, seed=1) != got
+    assert bench.select_rows(samples, 5, 6, seed=0) == {"children": [], "adults": []}
+
+
+def gender_and_class(rows):
+    from collections import Counter
+
+    return dict(Counter((s.meta["gender"], c) for s, c in rows))
+
+
+def test_group_scores():
+    classes = ["dress", "shirt", "t-shirt"]
+    probs = np.eye(3)[[0, 2, 2, 1, 2]]  # dress, t-shirt, t-shirt, shirt, t-shirt
+    s = bench.group_scores(probs, ["dress", "dress", "t-shirt", "t-shirt", "t-shirt"], classes)
+    assert s["n"] == 5 and s["top1"] == pytest.approx(3 / 5)
+    assert s["recall"] == {"dress": 0.5, "t-shirt": pytest.approx(2 / 3)}
+    assert s["macro_recall"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert s["dress_read_as"] == {"dress": 1, "t-shirt": 1}
+
+
+def test_scores_a_model_on_both_groups(catalogue, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    for split, n in (("train", 8), ("validation", 3), ("test", 3)):
+        for article, c in (("Dresses", "dress"), ("Shirts", "shirt"), ("Tshirts", "t-shirt")):
+            for i in range(n):
+                make_image(photos / split / c / f"{i}.png", COLOUR[article], seed=stable_seed(split, c, i))
+    run = tmp_path / "run"
+    assert train_tiny(photos, run, tmp_path / "cache") == 0
+    out = tmp_path / "r.json"
+    args = ["--catalogue", str(catalogue), "--model", f"tiny={run}", "--adults-per-class", "5"]
+    assert bench.main([*args, "--min-kids", "2", "--json", str(out), "--cache", str(tmp_path / "c")]) == 0
+    result = json.loads(out.read_text())
+    kids, adults = result["groups"]["children"], result["groups"]["adults"]
+    assert kids["unreadable"] == 1 and "1.jpg" in kids["unreadable_examples"][0]
+    assert kids["n"] == 8 and kids["per_class"] == {"dress": 3, "t-shirt": 5}
+    assert adults["n"] == 10 and adults["unreadable"] == 0
+    tiny = kids["models"]["tiny"]
+    assert tiny["top1"] == 1.0 and tiny["dress_read_as"] == {"dress": 3}  # colours: trivially read
+    assert result["gap"]["tiny"] == {"top1": 0.0, "macro_recall": 0.0}
+    assert "| tiny | children | 8 | 1.0000 |" in capsys.readouterr().out

@@ -86,7 +86,7 @@ def test_group_scores():
     assert s["n"] == 5 and s["top1"] == pytest.approx(3 / 5)
     assert s["recall"] == {"dress": 0.5, "t-shirt": pytest.approx(2 / 3)}
     assert s["macro_recall"] == pytest.approx((0.5 + 2 / 3) / 2)
-    assert s["dress_read_as"] == {"dress": 1, "t-shirt": 1}
+    assert s["read_as"] == {"dress": {"dress": 1, "t-shirt": 1}, "t-shirt": {"t-shirt": 2, "shirt": 1}}
 
 
 def test_scores_a_model_on_both_groups(catalogue, tmp_path, capsys):
@@ -106,6 +106,10 @@ def test_scores_a_model_on_both_groups(catalogue, tmp_path, capsys):
     assert kids["n"] == 8 and kids["per_class"] == {"dress": 3, "t-shirt": 5}
     assert adults["n"] == 10 and adults["unreadable"] == 0
     tiny = kids["models"]["tiny"]
-    assert tiny["top1"] == 1.0 and tiny["dress_read_as"] == {"dress": 3}  # colours: trivially read
+    assert tiny["top1"] == 1.0 and tiny["read_as"] == {
+        "dress": {"dress": 3},
+        "t-shirt": {"t-shirt": 5},
+    }  # colours: trivially read
     assert result["gap"]["tiny"] == {"top1": 0.0, "macro_recall": 0.0}
-    assert "| tiny | children | 8 | 1.0000 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| tiny | children | 8 | 1.0000 |" in printed and "tiny, children, misread as: " in printed

@@ -26,7 +26,6 @@ recall, and what each class is read as. Inference only: wrap the run in ``flock`
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import zlib
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_robustness import cached_view_probs, model_key  # benchmarks/, beside this script
+from common import report
 
 CATALOGUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-product-images-small"
 CLASS_OF = {
@@ -184,11 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model:
         args.model = ["default=default"]
     result = score(args)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    print(markdown(result))
-    return 0
+    return report(result, args.json, markdown(result))
 
 
 if __name__ == "__main__":

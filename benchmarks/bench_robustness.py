@@ -20,13 +20,13 @@ and config, the images, the shift and the seed), so a later run adding a model s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
+from common import report  # benchmarks/common.py, beside this script
 from PIL import Image
 from shifts import SHIFTS, background_mask, shifted  # benchmarks/shifts.py, beside this script
 
@@ -261,11 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model:
         args.model = ["default=default"]
     result = score(args)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    print(markdown(result))
-    return 0
+    return report(result, args.json, markdown(result))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import zlib
 from pathlib import Path
 
@@ -14,6 +16,18 @@ CLOTHING = SHARED / "clothing-dataset-small"
 PRODUCTS = SHARED / "fashion-product-images-small"
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/NAME.py`` as a module, registered under ``NAME`` so that the scripts loaded after
+    it import it as they do when run (as the script beside them)."""
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def need(path: Path) -> Path:

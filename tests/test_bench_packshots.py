@@ -3,30 +3,17 @@ classes a tiny model reads by colour."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import make_image, stable_seed, train_tiny
+from tests.conftest import load_benchmark, make_image, stable_seed, train_tiny
 
-_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, _DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # bench_packshots imports bench_robustness as the script beside it
-    spec.loader.exec_module(module)
-    return module
-
-
-_load("shifts")
-_load("bench_robustness")
-bench = _load("bench_packshots")
+for _name in ("common", "shifts", "bench_robustness"):  # the scripts it imports, beside it
+    load_benchmark(_name)
+bench = load_benchmark("bench_packshots")
 
 COLOUR = {"Dresses": (220, 30, 30), "Shirts": (30, 200, 30), "Tshirts": (30, 30, 220), "Tops": (200, 200, 0)}
 # (articleType, gender, rows): Tops and Unisex are left out; Shirts has too few children's rows

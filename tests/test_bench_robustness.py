@@ -3,27 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
-_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.conftest import load_benchmark
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, _DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # bench_robustness imports shifts as the script beside it
-    spec.loader.exec_module(module)
-    return module
-
-
-shifts = _load("shifts")
-bench = _load("bench_robustness")
+load_benchmark("common")
+shifts = load_benchmark("shifts")
+bench = load_benchmark("bench_robustness")
 
 GREY, RED = (128, 128, 128), (200, 30, 30)
 

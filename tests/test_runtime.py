@@ -13,8 +13,9 @@ import torch
 
 from vestis import runtime
 
-# Measured in a fresh process: in the test run's own, earlier tests' threads may have moved the main thread onto a
-# secondary malloc arena, whose empty heaps glibc unmaps whatever the tuning (so nothing would be kept to release).
+# Measured in a fresh process: in the test run's own, what earlier tests left decides what RSS shows (the heap
+# they freed, kept by the tuned allocator, serves the new blocks without growing RSS; their threads can move the
+# main thread onto another malloc arena), and in the fresh-clone CI "kept" read 7 MB.
 _KEPT_AND_RELEASED = """
 import json, os, torch
 from vestis import runtime

@@ -2,8 +2,8 @@
 same classes, children's (Boys, Girls) beside adults' (Men, Women).
 
     flock /tmp/vestis-cpu.lock .venv/bin/python benchmarks/bench_packshots.py \\
-        --model default=default --model r256=/work/lite1/ft-lite0-robust-256 [--adults-per-class 100] \\
-        [--min-kids 20] [--seed 0] [--cache DIR] [--json results.json]
+        --model default=default --model r256=/work/lite1/ft-lite0-robust-256 [--ensemble both=default,r256] \\
+        [--adults-per-class 100] [--min-kids 20] [--seed 0] [--cache DIR] [--json results.json]
 
 The real photos the default model is checked on are about half children's clothes, which clothing-dataset-small
 lacks; its test split cannot show that loss. The shared catalogue has children's garments of seven of the ten
@@ -103,11 +103,19 @@ def score(args) -> dict:
     ds = read_catalog(csv, labels=("articleType",))
     chosen = select_rows(ds.samples, args.adults_per_class, args.min_kids, args.seed)
     sources = dict(m.split("=", 1) for m in args.model)
+    ensembles = {n: v.split(",") for n, v in (e.split("=", 1) for e in args.ensemble)}
+    for name, members in ensembles.items():
+        if unknown := [m for m in members if m not in sources]:
+            raise SystemExit(f"--ensemble {name}: unknown models {unknown} (give them with --model)")
     models = {n: vestis.load(None if s == "default" else s) for n, s in sources.items()}
+    for name, members in ensembles.items():
+        if any(models[m].classes != models[members[0]].classes for m in members):
+            raise SystemExit(f"--ensemble {name}: its models' classes differ")
     result = {
         "cpu": cpu_info(),
         "catalogue": str(args.catalogue),
         "models": sources,
+        "ensembles": ensembles,
         "seed": args.seed,
         "skipped_rows_of_csv": len(ds.skipped),
         "groups": {},
@@ -122,17 +130,22 @@ def score(args) -> dict:
             except Exception as e:  # a missing or damaged catalogue image: counted, not scored
                 unreadable.append(f"{s.path}: {e}")
         key_rows = zlib.crc32("\n".join(str(s.path) for s, _ in rows).encode())
-        per_model = {}
+        per_model, probs = {}, {}
         for name, m in models.items():
             t = time.time()
             (head,) = m.classes
             key = f"{model_key(sources[name])}-packshots-{group}-{key_rows:08x}"
-            p = cached_view_probs(m.runner, images, cache, key).mean(1)  # flip averaged
-            per_model[name] = {**group_scores(p, truth, m.classes[head]), "seconds": time.time() - t}
+            probs[name] = cached_view_probs(m.runner, images, cache, key).mean(1)  # flip averaged
+            per_model[name] = {
+                **group_scores(probs[name], truth, m.classes[head]),
+                "seconds": time.time() - t,
+            }
+        for name, members in ensembles.items():  # probabilities averaged, as vestis.load([a, b]) does
+            p = np.mean([probs[m] for m in members], axis=0)
+            per_model[name] = group_scores(p, truth, next(iter(models[members[0]].classes.values())))
+        for name, r in per_model.items():
             print(
-                f"[{group}] {name}: top-1 {per_model[name]['top1']:.4f}  macro recall "
-                f"{per_model[name]['macro_recall']:.4f}  ({len(truth)} images)",
-                flush=True,
+                f"[{group}] {name}: top-1 {r['top1']:.4f}  macro recall {r['macro_recall']:.4f}  ({len(truth)} images)"
             )
         result["groups"][group] = {
             "n": len(truth),
@@ -141,7 +154,7 @@ def score(args) -> dict:
             "unreadable_examples": unreadable[:5],
             "models": per_model,
         }
-    for name in models:
+    for name in [*models, *ensembles]:
         kid, adult = (result["groups"][g]["models"][name] for g in ("children", "adults"))
         result.setdefault("gap", {})[name] = {
             "top1": adult["top1"] - kid["top1"],
@@ -155,13 +168,14 @@ def markdown(result: dict) -> str:
     classes = sorted(groups["children"]["per_class"])
     head = "| model | group | n | top-1 | macro recall | " + " | ".join(classes) + " |"
     lines = [head, "|---|---|---:|---:|---:|" + "---:|" * len(classes)]
-    for name in result["models"]:
+    names = list(groups["children"]["models"])
+    for name in names:
         for g in ("adults", "children"):
             s = groups[g]["models"][name]
             rec = " | ".join(f"{s['recall'].get(c, float('nan')):.3f}" for c in classes)
             lines.append(f"| {name} | {g} | {s['n']} | {s['top1']:.4f} | {s['macro_recall']:.4f} | {rec} |")
     lines.append("")
-    for name in result["models"]:
+    for name in names:
         for g in ("adults", "children"):
             wrong = {
                 c: ", ".join(f"{p} {k}" for p, k in reads.items() if p != c)
@@ -175,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--catalogue", default=str(CATALOGUE))
     p.add_argument("--model", action="append", default=[], help="NAME=SOURCE ('default' or a run directory)")
+    p.add_argument("--ensemble", action="append", default=[], help="NAME=A,B (probabilities averaged)")
     p.add_argument("--adults-per-class", type=int, default=100)
     p.add_argument("--min-kids", type=int, default=20, help="classes with fewer children's rows are left out")
     p.add_argument("--seed", type=int, default=0)

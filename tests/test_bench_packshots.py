@@ -85,7 +85,8 @@ def test_scores_a_model_on_both_groups(catalogue, tmp_path, capsys):
     run = tmp_path / "run"
     assert train_tiny(photos, run, tmp_path / "cache") == 0
     out = tmp_path / "r.json"
-    args = ["--catalogue", str(catalogue), "--model", f"tiny={run}", "--adults-per-class", "5"]
+    args = ["--catalogue", str(catalogue), "--model", f"tiny={run}", "--model", f"again={run}"]
+    args += ["--ensemble", "both=tiny,again", "--adults-per-class", "5"]
     assert bench.main([*args, "--min-kids", "2", "--json", str(out), "--cache", str(tmp_path / "c")]) == 0
     result = json.loads(out.read_text())
     kids, adults = result["groups"]["children"], result["groups"]["adults"]
@@ -98,5 +99,8 @@ def test_scores_a_model_on_both_groups(catalogue, tmp_path, capsys):
         "t-shirt": {"t-shirt": 5},
     }  # colours: trivially read
     assert result["gap"]["tiny"] == {"top1": 0.0, "macro_recall": 0.0}
+    for group in (kids, adults):  # a model's ensemble with itself scores as it does
+        both, alone = group["models"]["both"], group["models"]["tiny"]
+        assert {k: v for k, v in alone.items() if k != "seconds"} == both
     printed = capsys.readouterr().out
     assert "| tiny | children | 8 | 1.0000 |" in printed and "tiny, children, misread as: " in printed

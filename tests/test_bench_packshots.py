@@ -104,3 +104,28 @@ def test_scores_a_model_on_both_groups(catalogue, tmp_path, capsys):
         assert {k: v for k, v in alone.items() if k != "seconds"} == both
     printed = capsys.readouterr().out
     assert "| tiny | children | 8 | 1.0000 |" in printed and "tiny, children, misread as: " in printed
+
+
+def test_onmodel_folder_adds_unscored_on_model_rows(catalogue, tmp_path):
+    folder = load_benchmark("onmodel_folder")
+    photos = tmp_path / "photos"
+    for split in ("train", "validation", "test"):
+        make_image(photos / split / "dress" / "p.png", COLOUR["Dresses"], seed=stable_seed(split))
+    bench = {"adults_per_class": 2, "min_kids": 2, "seed": 0}
+    out = tmp_path / "mixed"
+    added = folder.build(photos, catalogue, out, per_class=3, seed=1, bench=bench)
+    assert added == {"dress": 3, "t-shirt": 3}  # Women's dresses, Men's t-shirts: 6 and 8, less 2 scored each
+    from vestis.data.catalog import read_catalog
+
+    bench_rows = load_benchmark("bench_packshots").select_rows(
+        read_catalog(catalogue / "styles.csv", labels=("articleType",)).samples, 2, 2, 0
+    )
+    scored = {Path(s.path).name for rows in bench_rows.values() for s, _ in rows}
+    extra = sorted(p.name for p in (out / "train").rglob("catalogue-*"))
+    assert len(extra) == 6 and not {n.removeprefix("catalogue-") for n in extra} & scored
+    assert all(p.is_symlink() for p in out.rglob("*") if p.is_file())
+    assert sorted(p.name for p in (out / "validation").rglob("*.png")) == ["p.png"]  # only train/ gains
+    assert folder.build(photos, catalogue, tmp_path / "again", 3, 1, bench) == added
+    assert sorted(p.name for p in (tmp_path / "again" / "train").rglob("catalogue-*")) == extra  # seeded
+    with pytest.raises(SystemExit, match="exists"):
+        folder.build(photos, catalogue, out, 3, 1, bench)

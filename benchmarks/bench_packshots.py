@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_robustness import cached_view_probs, model_key  # benchmarks/, beside this script
-from common import report
+from common import add_model_options, models_and_ensembles, report
 
 CATALOGUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-product-images-small"
 CLASS_OF = {
@@ -102,11 +102,7 @@ def score(args) -> dict:
     csv = Path(args.catalogue) / "styles.csv"
     ds = read_catalog(csv, labels=("articleType",))
     chosen = select_rows(ds.samples, args.adults_per_class, args.min_kids, args.seed)
-    sources = dict(m.split("=", 1) for m in args.model)
-    ensembles = {n: v.split(",") for n, v in (e.split("=", 1) for e in args.ensemble)}
-    for name, members in ensembles.items():
-        if unknown := [m for m in members if m not in sources]:
-            raise SystemExit(f"--ensemble {name}: unknown models {unknown} (give them with --model)")
+    sources, ensembles = models_and_ensembles(args)
     models = {n: vestis.load(None if s == "default" else s) for n, s in sources.items()}
     for name, members in ensembles.items():
         if any(models[m].classes != models[members[0]].classes for m in members):
@@ -188,16 +184,13 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--catalogue", default=str(CATALOGUE))
-    p.add_argument("--model", action="append", default=[], help="NAME=SOURCE ('default' or a run directory)")
-    p.add_argument("--ensemble", action="append", default=[], help="NAME=A,B (probabilities averaged)")
+    add_model_options(p)
     p.add_argument("--adults-per-class", type=int, default=100)
     p.add_argument("--min-kids", type=int, default=20, help="classes with fewer children's rows are left out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--cache", default=None, help="folder keeping each model's probabilities")
     args = p.parse_args(argv)
-    if not args.model:
-        args.model = ["default=default"]
     result = score(args)
     return report(result, args.json, markdown(result))
 

@@ -26,7 +26,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from common import report  # benchmarks/common.py, beside this script
+from common import add_model_options, models_and_ensembles, report  # benchmarks/, beside this script
 from PIL import Image
 from shifts import SHIFTS, background_mask, shifted  # benchmarks/shifts.py, beside this script
 
@@ -133,11 +133,7 @@ def check_engine(models: dict, sources: dict, ensembles: dict, images: list, min
 def score(args) -> dict:
     import vestis
 
-    sources = dict(m.split("=", 1) for m in args.model)
-    ensembles = {n: v.split(",") for n, v in (e.split("=", 1) for e in args.ensemble)}
-    for name, members in ensembles.items():
-        if unknown := [m for m in members if m not in sources]:
-            raise SystemExit(f"--ensemble {name}: unknown models {unknown} (give them with --model)")
+    sources, ensembles = models_and_ensembles(args)
     models = {n: vestis.load(None if s == "default" else s) for n, s in sources.items()}
     keys_of = {n: model_key(s) for n, s in sources.items()}
     cache = Path(args.cache) if args.cache else None
@@ -246,8 +242,7 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(DATA))
-    p.add_argument("--model", action="append", default=[], help="NAME=SOURCE ('default' or a run directory)")
-    p.add_argument("--ensemble", action="append", default=[], help="NAME=A,B (probabilities averaged)")
+    add_model_options(p)
     p.add_argument("--splits", nargs="+", default=["validation", "test"])
     p.add_argument("--shifts", nargs="*", default=list(SHIFTS), choices=list(SHIFTS))
     p.add_argument("--seed", type=int, default=0)
@@ -258,8 +253,6 @@ def main(argv: list[str] | None = None) -> int:
         "--cache", default=None, help="folder keeping each model's probabilities per split and shift"
     )
     args = p.parse_args(argv)
-    if not args.model:
-        args.model = ["default=default"]
     result = score(args)
     return report(result, args.json, markdown(result))
 

@@ -30,3 +30,20 @@ def report(result: dict, json_path: str | None, markdown: str) -> int:
         Path(json_path).write_text(json.dumps(result, indent=1))
     print(markdown)
     return 0
+
+
+def add_model_options(p) -> None:
+    """``--model NAME=SOURCE`` (repeated; 'default' is the bundled model) and ``--ensemble NAME=A,B``."""
+    p.add_argument("--model", action="append", default=[], help="NAME=SOURCE ('default' or a run directory)")
+    p.add_argument("--ensemble", action="append", default=[], help="NAME=A,B (probabilities averaged)")
+
+
+def models_and_ensembles(args) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """({name: source}, {ensemble: [member names]}) from :func:`add_model_options`' options (no ``--model``: the
+    bundled model); an ensemble naming a model not given is an error."""
+    sources = dict(m.split("=", 1) for m in args.model or ["default=default"])
+    ensembles = {n: v.split(",") for n, v in (e.split("=", 1) for e in args.ensemble)}
+    for name, members in ensembles.items():
+        if unknown := [m for m in members if m not in sources]:
+            raise SystemExit(f"--ensemble {name}: unknown models {unknown} (give them with --model)")
+    return sources, ensembles

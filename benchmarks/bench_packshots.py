@@ -33,7 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from bench_robustness import cached_view_probs, model_key  # benchmarks/, beside this script
+from bench_robustness import cached_view_probs, model_key, rows_from  # benchmarks/, beside this script
 from common import add_model_options, models_and_ensembles, report
 
 CATALOGUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-product-images-small"
@@ -104,9 +104,12 @@ def score(args) -> dict:
     chosen = select_rows(ds.samples, args.adults_per_class, args.min_kids, args.seed)
     sources, ensembles = models_and_ensembles(args)
     models = {n: vestis.load(None if s == "default" else s) for n, s in sources.items()}
+    keys_of = {n: model_key(s) for n, s in sources.items()}
     for name, members in ensembles.items():
         if any(models[m].classes != models[members[0]].classes for m in members):
             raise SystemExit(f"--ensemble {name}: its models' classes differ")
+    classes_of = {n: next(iter(m.classes.values())) for n, m in models.items()}
+    classes_of |= {n: classes_of[members[0]] for n, members in ensembles.items()}
     result = {
         "cpu": cpu_info(),
         "catalogue": str(args.catalogue),
@@ -126,19 +129,18 @@ def score(args) -> dict:
             except Exception as e:  # a missing or damaged catalogue image: counted, not scored
                 unreadable.append(f"{s.path}: {e}")
         key_rows = zlib.crc32("\n".join(str(s.path) for s, _ in rows).encode())
-        per_model, probs = {}, {}
+        views, seconds = {}, {}
         for name, m in models.items():
             t = time.time()
-            (head,) = m.classes
-            key = f"{model_key(sources[name])}-packshots-{group}-{key_rows:08x}"
-            probs[name] = cached_view_probs(m.runner, images, cache, key).mean(1)  # flip averaged
-            per_model[name] = {
-                **group_scores(probs[name], truth, m.classes[head]),
-                "seconds": time.time() - t,
-            }
-        for name, members in ensembles.items():  # probabilities averaged, as vestis.load([a, b]) does
-            p = np.mean([probs[m] for m in members], axis=0)
-            per_model[name] = group_scores(p, truth, next(iter(models[members[0]].classes.values())))
+            key = f"{keys_of[name]}-packshots-{group}-{key_rows:08x}"
+            views[name] = cached_view_probs(m.runner, images, cache, key)
+            seconds[name] = time.time() - t
+        flipped = rows_from(models, ensembles, views)  # members averaged as vestis.load([a, b]) does
+        per_model = {
+            name: group_scores(flipped[f"{name} +flip"], truth, classes_of[name]) for name in classes_of
+        }
+        for name, t in seconds.items():
+            per_model[name]["seconds"] = t
         for name, r in per_model.items():
             print(
                 f"[{group}] {name}: top-1 {r['top1']:.4f}  macro recall {r['macro_recall']:.4f}  ({len(truth)} images)"

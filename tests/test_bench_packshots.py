@@ -4,6 +4,7 @@ classes a tiny model reads by colour."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,10 @@ def catalogue(tmp_path) -> Path:
     return root
 
 
+def gender_and_class(rows):
+    return dict(Counter((s.meta["gender"], c) for s, c in rows))
+
+
 def test_rows_chosen(catalogue):
     from vestis.data.catalog import read_catalog
 
@@ -58,12 +63,6 @@ def test_rows_chosen(catalogue):
     assert bench.select_rows(samples, 5, 2, seed=0) == got  # seeded
     assert bench.select_rows(samples, 5, 2, seed=1) != got
     assert bench.select_rows(samples, 5, 6, seed=0) == {"children": [], "adults": []}
-
-
-def gender_and_class(rows):
-    from collections import Counter
-
-    return dict(Counter((s.meta["gender"], c) for s, c in rows))
 
 
 def test_group_scores():
@@ -111,13 +110,13 @@ def test_onmodel_folder_adds_unscored_on_model_rows(catalogue, tmp_path):
     photos = tmp_path / "photos"
     for split in ("train", "validation", "test"):
         make_image(photos / split / "dress" / "p.png", COLOUR["Dresses"], seed=stable_seed(split))
-    bench = {"adults_per_class": 2, "min_kids": 2, "seed": 0}
+    scoring = {"adults_per_class": 2, "min_kids": 2, "seed": 0}  # bench_packshots.py's settings
     out = tmp_path / "mixed"
-    added = folder.build(photos, catalogue, out, per_class=3, seed=1, bench=bench)
+    added = folder.build(photos, catalogue, out, per_class=3, seed=1, bench=scoring)
     assert added == {"dress": 3, "t-shirt": 3}  # Women's dresses, Men's t-shirts: 6 and 8, less 2 scored each
     from vestis.data.catalog import read_catalog
 
-    bench_rows = load_benchmark("bench_packshots").select_rows(
+    bench_rows = bench.select_rows(
         read_catalog(catalogue / "styles.csv", labels=("articleType",)).samples, 2, 2, 0
     )
     scored = {Path(s.path).name for rows in bench_rows.values() for s, _ in rows}
@@ -125,7 +124,7 @@ def test_onmodel_folder_adds_unscored_on_model_rows(catalogue, tmp_path):
     assert len(extra) == 6 and not {n.removeprefix("catalogue-") for n in extra} & scored
     assert all(p.is_symlink() for p in out.rglob("*") if p.is_file())
     assert sorted(p.name for p in (out / "validation").rglob("*.png")) == ["p.png"]  # only train/ gains
-    assert folder.build(photos, catalogue, tmp_path / "again", 3, 1, bench) == added
+    assert folder.build(photos, catalogue, tmp_path / "again", 3, 1, scoring) == added
     assert sorted(p.name for p in (tmp_path / "again" / "train").rglob("catalogue-*")) == extra  # seeded
     with pytest.raises(SystemExit, match="exists"):
-        folder.build(photos, catalogue, out, 3, 1, bench)
+        folder.build(photos, catalogue, out, 3, 1, scoring)

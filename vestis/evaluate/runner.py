@@ -107,7 +107,17 @@ def evaluate_runner(
     ``runs/eval-NAME-SPLIT``). ``tta``: None uses the views the model was trained/selected with. ``explain``:
     the error gallery draws its first ``explain`` images as Grad-CAM overlays of the predicted class."""
     samples, source, split, views, got = _infer_split(
-        runner, card, split, data, images, tta, quiet, cache_dir, run_dir, batch_size, workers
+        runner,
+        card,
+        split,
+        data=data,
+        images=images,
+        tta=tta,
+        quiet=quiet,
+        cache_dir=cache_dir,
+        run_dir=run_dir,
+        batch_size=batch_size,
+        workers=workers,
     )
     skipped = [Skipped(str(samples[i].path), r) for i, r in sorted(got.errors.items())]
     notes: list[str] = []

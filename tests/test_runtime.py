@@ -42,9 +42,8 @@ def test_kept_memory_is_released_before_workers_fork():
     got = json.loads(out.stdout.strip().splitlines()[-1])
     if not got["tuned"]:
         pytest.skip("the allocator could not be tuned here (no mallopt)")
-    assert (
-        got["kept"] > 300
-    )  # the tuned allocator keeps it (the speed-up); forked workers would map all of it
+    # the tuned allocator keeps it (the speed-up); forked workers would map all of it
+    assert got["kept"] > 300
     assert got["released"]
     assert got["after"] < got["kept"] / 4
 

@@ -3,7 +3,7 @@ same classes, children's (Boys, Girls) beside adults' (Men, Women).
 
     flock /tmp/vestis-cpu.lock .venv/bin/python benchmarks/bench_packshots.py \\
         --model default=default --model r256=/work/lite1/ft-lite0-robust-256 [--ensemble both=default,r256] \\
-        [--adults-per-class 100] [--min-kids 20] [--seed 0] [--cache DIR] [--json results.json]
+        [--adults-per-class 100] [--min-kids 20] [--kids-share 1] [--seed 0] [--cache DIR] [--json results.json]
 
 The real photos the default model is checked on are about half children's clothes, which clothing-dataset-small
 lacks; its test split cannot show that loss. The shared catalogue has children's garments of seven of the ten
@@ -17,8 +17,9 @@ Shorts → shorts, Skirts → skirt, Jeans/Trousers/Track Pants → pants, Casua
 Jackets → outwear, Caps/Hat → hat. Tops, Sweaters, Sweatshirts, Capris, Leggings and Unisex rows are left out
 (they would be read as more than one class).
 
-Every children's row of a class with at least ``--min-kids`` of them is scored, and ``--adults-per-class``
-adults' rows of each such class (a seeded sample). Rows whose image is missing or unreadable are skipped and
+Every children's row of a class with at least ``--min-kids`` of them is scored (or a seeded ``--kids-share`` of
+each class's, leaving the rest to train on: ``onmodel_folder.py``), and ``--adults-per-class`` adults' rows of
+each such class (a seeded sample). Rows whose image is missing or unreadable are skipped and
 counted. Each model is run on the plain and the mirrored view (as bench_robustness.py) and scored with flip
 averaging: top-1 over all rows, macro recall over the classes (children's rows are 63 % t-shirts), per-class
 recall, and what each class is read as. Inference only: wrap the run in ``flock``."""
@@ -56,9 +57,14 @@ CLASS_OF = {
 GROUPS = {"children": ("Boys", "Girls"), "adults": ("Men", "Women")}
 
 
-def select_rows(samples: list, adults_per_class: int, min_kids: int, seed: int) -> dict[str, list]:
-    """{group: [(sample, class)]}: every children's row of each class with ``min_kids`` or more, and a seeded
-    sample of ``adults_per_class`` adults' rows of those classes (sorted by path: the same rows every run)."""
+def select_rows(
+    samples: list, adults_per_class: int, min_kids: int, seed: int, kids_share: float = 1.0
+) -> dict[str, list]:
+    """{group: [(sample, class)]}: the children's rows of each class with ``min_kids`` or more (all of them, or
+    a seeded ``kids_share`` of each class: the rest can train a model), and a seeded sample of
+    ``adults_per_class`` adults' rows of those classes (sorted by path: the same rows every run)."""
+    if not 0 < kids_share <= 1:
+        raise ValueError(f"kids_share must be in (0, 1], got {kids_share}")
     by = {g: {} for g in GROUPS}
     for s in sorted(samples, key=lambda s: str(s.path)):
         c = CLASS_OF.get(s.labels.get("articleType"))
@@ -72,6 +78,13 @@ def select_rows(samples: list, adults_per_class: int, min_kids: int, seed: int) 
         rows = by["adults"].get(c, [])
         pick = sorted(rng.choice(len(rows), min(adults_per_class, len(rows)), replace=False))
         out["adults"] += [(rows[i], c) for i in pick]
+    if kids_share < 1:  # drawn after the adults' rows, so those stay the same rows for any share
+        kept = []
+        for c in classes:
+            rows = by["children"][c]
+            pick = sorted(rng.choice(len(rows), max(1, round(kids_share * len(rows))), replace=False))
+            kept += [(rows[i], c) for i in pick]
+        out["children"] = kept
     return out
 
 
@@ -101,7 +114,7 @@ def score(args) -> dict:
 
     csv = Path(args.catalogue) / "styles.csv"
     ds = read_catalog(csv, labels=("articleType",))
-    chosen = select_rows(ds.samples, args.adults_per_class, args.min_kids, args.seed)
+    chosen = select_rows(ds.samples, args.adults_per_class, args.min_kids, args.seed, args.kids_share)
     sources, ensembles = models_and_ensembles(args)
     models = {n: vestis.load(None if s == "default" else s) for n, s in sources.items()}
     keys_of = {n: model_key(s) for n, s in sources.items()}
@@ -116,6 +129,8 @@ def score(args) -> dict:
         "models": sources,
         "ensembles": ensembles,
         "seed": args.seed,
+        "adults_per_class": args.adults_per_class,
+        "kids_share": args.kids_share,
         "skipped_rows_of_csv": len(ds.skipped),
         "groups": {},
     }
@@ -189,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     add_model_options(p)
     p.add_argument("--adults-per-class", type=int, default=100)
     p.add_argument("--min-kids", type=int, default=20, help="classes with fewer children's rows are left out")
+    p.add_argument(
+        "--kids-share", type=float, default=1.0, help="score this seeded share of each class's children's rows"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--cache", default=None, help="folder keeping each model's probabilities")

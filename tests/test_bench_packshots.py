@@ -65,6 +65,20 @@ def test_rows_chosen(catalogue):
     assert bench.select_rows(samples, 5, 6, seed=0) == {"children": [], "adults": []}
 
 
+def test_a_share_of_childrens_rows(catalogue):
+    from vestis.data.catalog import read_catalog
+
+    samples = read_catalog(catalogue / "styles.csv", labels=("articleType",)).samples
+    every = bench.select_rows(samples, adults_per_class=5, min_kids=2, seed=0)
+    half = bench.select_rows(samples, 5, 2, seed=0, kids_share=0.5)
+    assert half["adults"] == every["adults"]  # the adults' rows do not depend on the share
+    assert Counter(c for _, c in half["children"]) == {"dress": 2, "t-shirt": 2}  # of 4 and 5
+    assert {id(s) for s, _ in half["children"]} < {id(s) for s, _ in every["children"]}
+    assert bench.select_rows(samples, 5, 2, seed=0, kids_share=0.5) == half  # seeded
+    with pytest.raises(ValueError, match="kids_share"):
+        bench.select_rows(samples, 5, 2, seed=0, kids_share=0)
+
+
 def test_group_scores():
     classes = ["dress", "shirt", "t-shirt"]
     probs = np.eye(3)[[0, 2, 2, 1, 2]]  # dress, t-shirt, t-shirt, shirt, t-shirt
@@ -113,7 +127,7 @@ def test_onmodel_folder_adds_unscored_on_model_rows(catalogue, tmp_path):
     scoring = {"adults_per_class": 2, "min_kids": 2, "seed": 0}  # bench_packshots.py's settings
     out = tmp_path / "mixed"
     added = folder.build(photos, catalogue, out, per_class=3, seed=1, bench=scoring)
-    assert added == {"dress": 3, "t-shirt": 3}  # Women's dresses, Men's t-shirts: 6 and 8, less 2 scored each
+    assert added == {"adults": {"dress": 3, "t-shirt": 3}}  # Women's dresses, Men's t-shirts: 6 and 8, less 2 scored each
     from vestis.data.catalog import read_catalog
 
     bench_rows = bench.select_rows(
@@ -128,3 +142,11 @@ def test_onmodel_folder_adds_unscored_on_model_rows(catalogue, tmp_path):
     assert sorted(p.name for p in (tmp_path / "again" / "train").rglob("catalogue-*")) == extra  # seeded
     with pytest.raises(SystemExit, match="exists"):
         folder.build(photos, catalogue, out, 3, 1, scoring)
+    # children's rows too, when the benchmark scores only a share of them
+    scoring |= {"kids_share": 0.5}
+    added = folder.build(photos, catalogue, tmp_path / "kids", 3, 1, scoring, kids_per_class=5)
+    assert added == {"adults": {"dress": 3, "t-shirt": 3}, "children": {"dress": 2, "t-shirt": 3}}
+    samples = read_catalog(catalogue / "styles.csv", labels=("articleType",)).samples
+    scored = {Path(s.path).name for rows in bench.select_rows(samples, 2, 2, 0, 0.5).values() for s, _ in rows}
+    extra = {p.name.removeprefix("catalogue-") for p in (tmp_path / "kids" / "train").rglob("catalogue-*")}
+    assert len(extra) == 11 and not extra & scored

@@ -1,0 +1,176 @@
+"""Add a product catalogue's images to a class-per-folder training set (``vestis data mix``).
+
+A shop with a photo model and a catalogue: the catalogue's label values (``articleType``: Tshirts, Track Pants…)
+are mapped onto the folder's classes (t-shirt, pants…), rows can be filtered on any column (``gender=Men,Women``)
+and capped per class (a seeded sample), and the result is a new folder: the original layout, every split
+untouched, plus ``catalogue-*`` images in ``train/CLASS/``. Files are symlinked (nothing is duplicated) or copied
+(``copy=True``: a folder that can move to another machine). Rows whose image is missing are skipped by the
+catalogue reader and counted; a mapping onto a class the folder does not have is an error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vestis.data.catalog import read_catalog
+from vestis.data.folders import read_folder
+from vestis.data.types import Sample
+
+
+def parse_mapping(spec: str) -> dict[str, str]:
+    """``"Tshirts=t-shirt,Track Pants=pants"`` (or ``;`` between pairs), or the path of a JSON file holding one
+    object {catalogue value: class} → that dict. Raises ValueError naming the faulty pair or file."""
+    path = Path(spec)
+    if spec.endswith(".json") or path.is_file():
+        try:
+            mapping = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{spec}: not a readable JSON mapping ({exc})") from exc
+        if not isinstance(mapping, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+        ):
+            raise ValueError(f'{spec}: expected one JSON object of strings, {{"Tshirts": "t-shirt", ...}}')
+        pairs = list(mapping.items())
+    else:
+        pairs = []
+        for part in (p for p in spec.replace(";", ",").split(",") if p.strip()):
+            value, sep, cls = part.partition("=")
+            if not sep or not value.strip() or not cls.strip():
+                raise ValueError(f"mapping {part.strip()!r}: expected VALUE=CLASS, e.g. 'Tshirts=t-shirt'")
+            pairs.append((value, cls))
+    mapping = {k.strip(): v.strip() for k, v in pairs}
+    if not mapping:
+        raise ValueError("empty mapping: give VALUE=CLASS pairs, e.g. 'Tshirts=t-shirt,Jeans=pants'")
+    return mapping
+
+
+def parse_where(specs: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """``["gender=Men,Women", "usage=Casual"]`` → {column: accepted values}."""
+    where = {}
+    for spec in specs:
+        column, sep, values = spec.partition("=")
+        accepted = tuple(v.strip() for v in values.split(",") if v.strip())
+        if not sep or not column.strip() or not accepted:
+            raise ValueError(f"--where {spec!r}: expected COLUMN=VALUE[,VALUE...], e.g. 'gender=Men,Women'")
+        where[column.strip()] = accepted
+    return where
+
+
+def catalogue_pools(
+    samples: Sequence[Sample],
+    mapping: Mapping[str, str],
+    column: str,
+    where: Mapping[str, Sequence[str]] | None = None,
+    exclude: Iterable[str | Path] = (),
+) -> dict[str, list[Sample]]:
+    """{class: the catalogue rows mapped onto it}, sorted by path (the same pools every run); rows whose
+    ``where`` columns hold other values, or whose image is in ``exclude`` (held-out rows), are left out."""
+    skip = {str(p) for p in exclude}
+    pools: dict[str, list[Sample]] = {}
+    for s in sorted(samples, key=lambda s: str(s.path)):
+        fields = {**s.meta, **{k: v for k, v in s.labels.items() if v is not None}}
+        cls = mapping.get(fields.get(column, ""))
+        if cls is None or str(s.path) in skip:
+            continue
+        if all(fields.get(col) in accepted for col, accepted in (where or {}).items()):
+            pools.setdefault(cls, []).append(s)
+    return pools
+
+
+def mirror_folder(folder: str | Path, out: str | Path, copy: bool = False) -> list[str]:
+    """Recreate ``folder``'s image folder under ``out`` (which must not exist): every image the folder reader
+    accepts, symlinked (or copied), at the same relative path. Returns the folder's classes."""
+    folder, out = Path(folder), Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out}: exists (give a new folder)")
+    ds = read_folder(folder)
+    for s in ds.samples:
+        target = out / Path(s.path).relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _place(Path(s.path), target, copy)
+    return ds.classes(ds.heads[0])
+
+
+def add_rows(
+    train_dir: str | Path,
+    pools: Mapping[str, Sequence[Sample]],
+    per_class: int | None,
+    seed: int | np.random.Generator = 0,
+    copy: bool = False,
+) -> dict[str, int]:
+    """Place up to ``per_class`` (None: all) seeded rows of each pool in ``train_dir/CLASS/catalogue-NAME``;
+    returns {class: images added}. Classes are drawn in sorted order from one generator (``seed`` may be one)."""
+    rng = np.random.default_rng(seed)
+    added = {}
+    for cls in sorted(pools):
+        rows = pools[cls]
+        n = len(rows) if per_class is None else min(per_class, len(rows))
+        (Path(train_dir) / cls).mkdir(parents=True, exist_ok=True)
+        for i in sorted(rng.choice(len(rows), n, replace=False)):
+            path = Path(rows[i].path)
+            target = Path(train_dir) / cls / f"catalogue-{path.name}"
+            k = 1
+            while target.exists() or target.is_symlink():  # two catalogue folders, one file name
+                target = target.with_name(f"catalogue-{path.stem}-{k}{path.suffix}")
+                k += 1
+            _place(path, target, copy)
+        added[cls] = n
+    return added
+
+
+def mix(
+    folder: str | Path,
+    catalogue: str | Path,
+    out: str | Path,
+    mapping: Mapping[str, str],
+    *,
+    column: str = "articleType",
+    images: str | Path | None = None,
+    where: Mapping[str, Sequence[str]] | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+    copy: bool = False,
+) -> dict:
+    """The folder plus the catalogue's mapped rows in its training split (``train/``, or the root of a folder
+    without splits); returns a report: images added and available per class, catalogue values left unmapped
+    (most frequent first), rows the catalogue reader skipped."""
+    folder, out = Path(folder), Path(out)
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"per_class must be at least 1, got {per_class}")
+    ds = read_catalog(catalogue, images=images, labels=(column,))
+    for col in where or {}:
+        if ds.samples and col not in ds.samples[0].meta and col != column:
+            raise ValueError(
+                f"--where {col}: no such column (columns: {', '.join(sorted(ds.samples[0].meta))})"
+            )
+    classes = read_folder(folder).classes("label")
+    unknown = sorted(set(mapping.values()) - set(classes))
+    if unknown:
+        raise ValueError(f"mapping onto {', '.join(unknown)}: not a class of {folder} ({', '.join(classes)})")
+    pools = catalogue_pools(ds.samples, mapping, column, where)
+    mirror_folder(folder, out, copy)
+    train_dir = out / "train" if (out / "train").is_dir() else out
+    added = add_rows(train_dir, pools, per_class, seed, copy)
+    values: dict[str, int] = {}
+    for s in ds.samples:
+        v = s.labels.get(column)
+        if v is not None and v not in mapping:
+            values[v] = values.get(v, 0) + 1
+    return {
+        "out": str(out),
+        "added": added,
+        "available": {c: len(rows) for c, rows in sorted(pools.items())},
+        "unmapped": dict(sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "skipped_rows": len(ds.skipped),
+    }
+
+
+def _place(source: Path, target: Path, copy: bool) -> None:
+    if copy:
+        shutil.copy2(source, target)
+    else:
+        target.symlink_to(source.resolve())

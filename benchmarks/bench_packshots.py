@@ -205,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adults-per-class", type=int, default=100)
     p.add_argument("--min-kids", type=int, default=20, help="classes with fewer children's rows are left out")
     p.add_argument(
-        "--kids-share", type=float, default=1.0, help="score this seeded share of each class's children's rows"
+        "--kids-share",
+        type=float,
+        default=1.0,
+        help="score this seeded share of each class's children's rows",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)

@@ -127,7 +127,9 @@ def test_onmodel_folder_adds_unscored_on_model_rows(catalogue, tmp_path):
     scoring = {"adults_per_class": 2, "min_kids": 2, "seed": 0}  # bench_packshots.py's settings
     out = tmp_path / "mixed"
     added = folder.build(photos, catalogue, out, per_class=3, seed=1, bench=scoring)
-    assert added == {"adults": {"dress": 3, "t-shirt": 3}}  # Women's dresses, Men's t-shirts: 6 and 8, less 2 scored each
+    assert added == {
+        "adults": {"dress": 3, "t-shirt": 3}
+    }  # Women's dresses, Men's t-shirts: 6 and 8, less 2 scored each
     from vestis.data.catalog import read_catalog
 
     bench_rows = bench.select_rows(
@@ -147,6 +149,8 @@ def test_onmodel_folder_adds_unscored_on_model_rows(catalogue, tmp_path):
     added = folder.build(photos, catalogue, tmp_path / "kids", 3, 1, scoring, kids_per_class=5)
     assert added == {"adults": {"dress": 3, "t-shirt": 3}, "children": {"dress": 2, "t-shirt": 3}}
     samples = read_catalog(catalogue / "styles.csv", labels=("articleType",)).samples
-    scored = {Path(s.path).name for rows in bench.select_rows(samples, 2, 2, 0, 0.5).values() for s, _ in rows}
+    scored = {
+        Path(s.path).name for rows in bench.select_rows(samples, 2, 2, 0, 0.5).values() for s, _ in rows
+    }
     extra = {p.name.removeprefix("catalogue-") for p in (tmp_path / "kids" / "train").rglob("catalogue-*")}
     assert len(extra) == 11 and not extra & scored

@@ -51,11 +51,12 @@ def make_image(path: Path, colour, size=(40, 48), seed=0) -> Path:
     return path
 
 
-def make_colour_folder(root: Path) -> Path:
-    """root/{train,validation,test}/{red,green,blue}/*.png: trivially separable classes."""
-    n = {"train": 10, "validation": 4, "test": 4}
-    for split, k in n.items():
-        for c, rgb in COLOURS.items():
+def make_colour_folder(root: Path, colours: dict | None = None, counts: dict | None = None) -> Path:
+    """root/{train,validation,test}/{red,green,blue}/*.png (or ``colours``' classes; ``counts`` per split):
+    trivially separable classes."""
+    counts = counts or {"train": 10, "validation": 4, "test": 4}
+    for split, k in counts.items():
+        for c, rgb in (colours or COLOURS).items():
             for i in range(k):
                 make_image(root / split / c / f"{c}{i}.png", rgb, seed=stable_seed(split, c, i))
     return root

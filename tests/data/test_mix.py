@@ -143,3 +143,17 @@ def test_cli(photos, catalogue, tmp_path, capsys):
     )
     assert main([*args[:-1], str(tmp_path / "bad"), "--map", "Skirts=skirt"]) == 2
     assert "not a class of" in capsys.readouterr().err
+
+
+def test_mix_into_a_folder_without_splits(catalogue, tmp_path):
+    flat = tmp_path / "flat"
+    for cls, colour in COLOUR.items():
+        make_image(flat / cls / "a.png", colour, seed=stable_seed("flat", cls))
+    report = mix(flat, catalogue, tmp_path / "out", {"Dresses": "dress"})
+    assert report["added"] == {"dress": 2}
+    assert sorted(p.name for p in (tmp_path / "out" / "dress").iterdir()) == [
+        "a.png",
+        "catalogue-1.jpg",
+        "catalogue-2.jpg",
+    ]
+    assert {s.split for s in load_dataset(tmp_path / "out", val=0, test=0).samples} == {"train"}

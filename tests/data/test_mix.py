@@ -51,6 +51,8 @@ def test_parse_mapping_and_where(tmp_path):
         "Jeans": "pants",
     }
     f = tmp_path / "map.json"
+    long = ",".join(f"Type{k}=class{k}" for k in range(40))  # longer than a file name may be
+    assert len(parse_mapping(long)) == 40
     f.write_text(json.dumps({"Dresses": "dress"}))
     assert parse_mapping(str(f)) == {"Dresses": "dress"}
     for bad in ("Tshirts", "Tshirts=", "=dress", ""):

@@ -25,15 +25,18 @@ def parse_mapping(spec: str) -> dict[str, str]:
     """``"Tshirts=t-shirt,Track Pants=pants"`` (or ``;`` between pairs), or the path of a JSON file holding one
     object {catalogue value: class} → that dict. Raises ValueError naming the faulty pair or file."""
     path = Path(spec)
-    if spec.endswith(".json") or path.is_file():
+    if spec.endswith(".json") or "=" not in spec:  # a file (never stat a long list of pairs: ENAMETOOLONG)
         try:
             mapping = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{spec}: not a readable JSON mapping ({exc})") from exc
+            hint = "" if spec.endswith(".json") else "; or give VALUE=CLASS pairs, e.g. 'Tshirts=t-shirt'"
+            raise ValueError(f"mapping {spec!r}: not a readable JSON file ({exc}){hint}") from exc
         if not isinstance(mapping, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
         ):
-            raise ValueError(f'{spec}: expected one JSON object of strings, {{"Tshirts": "t-shirt", ...}}')
+            raise ValueError(
+                f'mapping {spec}: expected one JSON object of strings, {{"Tshirts": "t-shirt", ...}}'
+            )
         pairs = list(mapping.items())
     else:
         pairs = []

@@ -144,6 +144,22 @@ def test_a_soup_of_members_whose_data_is_gone_still_points_at_it(two_runs, tmp_p
     assert read_config(out)["data"]["load"]["source"] == expected
 
 
+def test_a_soup_keeps_what_each_member_was_trained_on(two_runs, tmp_path):
+    from vestis.models.run_config import read_config
+    from vestis.models.soup import save_soup
+
+    inner = save_soup(two_runs, tmp_path / "inner")
+    outer = read_config(save_soup([inner, two_runs[1]], tmp_path / "outer"))["train_config"]["soup"]
+    data = [read_config(r)["data"] for r in two_runs]
+    assert [m["data"]["fingerprint"] for m in outer["lineage"]] == [
+        data[0]["fingerprint"],
+        data[1]["fingerprint"],
+    ]
+    assert outer["lineage"][1]["data"]["counts"] == data[1]["counts"] and "soup" not in outer["lineage"][1]
+    nested = outer["lineage"][0]["soup"]  # the inner soup's own members, kept if its directory is replaced
+    assert nested["members"] == [str(r.resolve()) for r in two_runs] and len(nested["lineage"]) == 2
+
+
 def _noisy_copy(run, out, scale=30.0, seed=0):
     """The same network as ``run`` (config copied) with its floating-point weights drowned in noise."""
     from safetensors.torch import load_file, save_file

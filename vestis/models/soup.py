@@ -86,10 +86,26 @@ def save_soup(
         data["source"] = data["load"]["source"]
     members = [str(resolve_model_dir(r)) for r in runs]
     train_config = copy.deepcopy(first.get("train_config") or {})
-    train_config["soup"] = {"members": members, "weights": weights or [1.0] * len(runs), **(record or {})}
+    train_config["soup"] = {
+        "members": members,
+        "weights": weights or [1.0] * len(runs),
+        **(record or {}),
+        "lineage": [_lineage(r) for r in runs],
+    }
     return save_checkpoint(
         out, model, include_backbone=True, data=data, train_config=train_config, dtype=dtype
     )
+
+
+def _lineage(run) -> dict:
+    """What a member was trained on, kept in the soup (its directory may be gone or, for the bundled model,
+    replaced by the soup itself): the data's source, fingerprint and counts, and the member's own soup record."""
+    config = json.loads((resolve_model_dir(run) / CONFIG).read_text())
+    data = config.get("data") or {}
+    out = {"member": _member_name(run), "data": {k: data.get(k) for k in ("source", "fingerprint", "counts")}}
+    if (config.get("train_config") or {}).get("soup"):
+        out["soup"] = config["train_config"]["soup"]
+    return out
 
 
 def set_metrics(run_dir: str | Path, metrics: dict) -> None:

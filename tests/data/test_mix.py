@@ -159,3 +159,18 @@ def test_mix_into_a_folder_without_splits(catalogue, tmp_path):
         "catalogue-2.jpg",
     ]
     assert {s.split for s in load_dataset(tmp_path / "out", val=0, test=0).samples} == {"train"}
+
+
+def test_mix_finds_the_training_folder_by_its_name_and_leaves_nothing_half_done(catalogue, tmp_path):
+    root = make_colour_folder(tmp_path / "named", COLOUR, {"training": 1, "val": 1})
+    out = tmp_path / "out"
+    (tmp_path / ".out.partial" / "junk").mkdir(parents=True)  # what an interrupted run left
+    mix(root, catalogue, out, {"Dresses": "dress"})
+    assert sorted(p.name for p in (out / "training" / "dress").iterdir())[:2] == [
+        "catalogue-1.jpg",
+        "catalogue-2.jpg",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["training", "val"]
+    assert not (tmp_path / ".out.partial").exists()
+    with pytest.raises(ValueError, match="inside"):
+        mix(root, catalogue, root / "mixed", {"Dresses": "dress"})

@@ -150,14 +150,26 @@ def mix(
             raise ValueError(
                 f"--where {col}: no such column (columns: {', '.join(sorted(ds.samples[0].meta))})"
             )
-    classes = read_folder(folder).classes("label")
+    photos = read_folder(folder)
+    classes = photos.classes(photos.heads[0])
     unknown = sorted(set(mapping.values()) - set(classes))
     if unknown:
         raise ValueError(f"mapping onto {', '.join(unknown)}: not a class of {folder} ({', '.join(classes)})")
+    if out.exists():
+        raise FileExistsError(f"{out}: exists (give a new folder)")
+    if out.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{out}: inside {folder} (give a folder beside it)")
+    # the training split's folder as named there ("train", "Train", "training"...), or the root without splits
+    train = next(
+        (Path(s.path).relative_to(folder).parts[0] for s in photos.samples if s.split == "train"), ""
+    )
     pools = catalogue_pools(ds.samples, mapping, column, where)
-    mirror_folder(folder, out, copy)
-    train_dir = out / "train" if (out / "train").is_dir() else out
-    added = add_rows(train_dir, pools, per_class, seed, copy)
+    partial = out.with_name(f".{out.name}.partial")  # renamed when complete: an interrupted run leaves no OUT
+    if partial.exists():
+        shutil.rmtree(partial)
+    mirror_folder(folder, partial, copy)
+    added = add_rows(partial / train, pools, per_class, seed, copy)
+    partial.rename(out)
     values: dict[str, int] = {}
     for s in ds.samples:
         v = s.labels.get(column)

@@ -24,11 +24,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import CATALOGUE  # benchmarks/, beside this script
 
 import vestis
 from vestis.runtime import cpu_info
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-product-images-small"
+DATA = CATALOGUE
 HEADS = ["gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage"]
 
 

@@ -21,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clothing-dataset-small"
+from common import CLOTHING  # benchmarks/, beside this script
+
+DATA = CLOTHING
 
 VARIANTS = {
     "naive": dict(malloc=False, workers=0, precision="fp32", loader="pil"),

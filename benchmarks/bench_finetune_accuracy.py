@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from common import train_options
+from common import CLOTHING, train_options
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clothing-dataset-small"
+DATA = CLOTHING
 
 
 def scores(runs: list[str], split: str, out: Path) -> dict:

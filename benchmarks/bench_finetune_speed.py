@@ -36,7 +36,9 @@ import sys
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clothing-dataset-small"
+from common import CLOTHING  # benchmarks/, beside this script
+
+DATA = CLOTHING
 
 BASE = dict(
     malloc=False,

@@ -25,10 +25,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from common import CATALOGUE  # benchmarks/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-PRODUCTS = ROOT.parent / "shared" / "data" / "fashion-product-images-small"
+PRODUCTS = CATALOGUE
 
 
 def _pct(times: list[float]) -> dict:

@@ -35,9 +35,8 @@ from pathlib import Path
 
 import numpy as np
 from bench_robustness import cached_view_probs, model_key, rows_from  # benchmarks/, beside this script
-from common import add_model_options, models_and_ensembles, report
+from common import CATALOGUE, add_model_options, models_and_ensembles, report
 
-CATALOGUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-product-images-small"
 CLASS_OF = {
     "Tshirts": "t-shirt",
     "Shirts": "shirt",

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import SHARED  # benchmarks/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 CATALOG = SHARED / "fashion-product-images-small" / "images"
 CLOTHES = SHARED / "clothing-dataset-small" / "test"
 

@@ -26,11 +26,11 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from common import add_model_options, models_and_ensembles, report  # benchmarks/, beside this script
+from common import CLOTHING, add_model_options, models_and_ensembles, report  # benchmarks/, beside it
 from PIL import Image
 from shifts import SHIFTS, background_mask, shifted  # benchmarks/shifts.py, beside this script
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clothing-dataset-small"
+DATA = CLOTHING
 
 
 # ---------------------------------------------------------------------------------------------- scoring

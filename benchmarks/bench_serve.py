@@ -42,9 +42,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from common import CLOTHING  # benchmarks/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
-CLOTHES = ROOT.parent / "shared" / "data" / "clothing-dataset-small" / "test"
+CLOTHES = CLOTHING / "test"
 TICK = os.sysconf("SC_CLK_TCK")
 STAGES = ("read", "decode_wait", "decode", "queue", "model")
 # the server before #12's tuning: ONNX Runtime's threads spinning (its default)

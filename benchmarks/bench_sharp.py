@@ -31,9 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import CLOTHING  # benchmarks/, beside this script
 from PIL import Image, ImageOps
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clothing-dataset-small"
+DATA = CLOTHING
 SPLITS = ("train", "validation", "test")
 
 

@@ -8,6 +8,12 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+SHARED = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)  # ../shared/data beside the repository
+CLOTHING = SHARED / "clothing-dataset-small"
+CATALOGUE = SHARED / "fashion-product-images-small"
+
 
 def train_options(argv: list[str]) -> dict:
     """``["--freeze", "3", "--seed", "1"]`` -> ``{"freeze": 3, "seed": 1}``: parsed by the real `vestis train`

@@ -100,7 +100,9 @@ def test_mix_keeps_every_split_and_adds_to_train(photos, catalogue, tmp_path):
         photos, catalogue, out, {"Dresses": "dress", "Tshirts": "t-shirt"}, where={"gender": ("Men",)}
     )
     assert report["added"] == {"t-shirt": 2} and report["available"] == {"t-shirt": 2}
-    assert report["unmapped"] == {"Tops": 1} and report["skipped_rows"] == 2  # a missing image, a short line
+    assert (
+        report["unmapped"] == {"Tops": 1} and report["skipped_rows"] == 2 and report["unmatched"] == []
+    )  # a missing image, a short line
     ds = load_dataset(out)
     assert len(ds.split("train")) == 6 and len(ds.split("validation")) == 2 and len(ds.split("test")) == 2
     names = sorted(p.name for p in (out / "train" / "t-shirt").iterdir())
@@ -118,9 +120,13 @@ def test_mix_errors_name_the_problem(photos, catalogue, tmp_path):
         mix(photos, catalogue, tmp_path / "a", {"Skirts": "skirt"})
     with pytest.raises(ValueError, match="--where colour: no such column"):
         mix(photos, catalogue, tmp_path / "b", {"Dresses": "dress"}, where={"colour": ("Red",)})
+    with pytest.raises(
+        ValueError, match=r"no catalogue row matches .*articleType values: Tshirts, Dresses, Tops"
+    ):
+        mix(photos, catalogue, tmp_path / "d", {"Tshirt": "t-shirt"})
     with pytest.raises(ValueError, match="per_class"):
         mix(photos, catalogue, tmp_path / "c", {"Dresses": "dress"}, per_class=0)
-    assert not any((tmp_path / d).exists() for d in "abc")  # nothing written before the check
+    assert not any((tmp_path / d).exists() for d in "abcd")  # nothing written before the check
 
 
 def test_cli(photos, catalogue, tmp_path, capsys):
@@ -138,8 +144,11 @@ def test_cli(photos, catalogue, tmp_path, capsys):
     assert main([*args, "--where", "gender=Women,Men", "--per-class", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["added"] == {"dress": 1, "t-shirt": 1}
-    assert main([*args[:-1], str(tmp_path / "again")]) == 0
+    assert (
+        main([*args[:-1], str(tmp_path / "again"), "--map", "Dresses=dress,Tshirts=t-shirt,Jeans=dress"]) == 0
+    )
     printed = capsys.readouterr().out
+    assert "mapped, but no row holds: Jeans" in printed
     assert (
         "5 catalogue images added" in printed and "not mapped: 1 values, most frequent: Tops (1)" in printed
     )

@@ -78,6 +78,8 @@ def _mix(args) -> int:
     if report["unmapped"]:
         top = ", ".join(f"{v} ({n})" for v, n in list(report["unmapped"].items())[:8])
         print(f"  not mapped: {len(report['unmapped'])} values, most frequent: {top}")
+    if report["unmatched"]:
+        print(f"  mapped, but no row holds: {', '.join(report['unmatched'])}")
     if report["skipped_rows"]:
         print(f"  {report['skipped_rows']} catalogue rows skipped (missing image or bad line)")
     return 0

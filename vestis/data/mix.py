@@ -140,7 +140,8 @@ def mix(
 ) -> dict:
     """The folder plus the catalogue's mapped rows in its training split (``train/``, or the root of a folder
     without splits); returns a report: images added and available per class, catalogue values left unmapped
-    (most frequent first), rows the catalogue reader skipped."""
+    (most frequent first), mapped values no row holds (a typo?), rows the catalogue reader skipped. No matching
+    row at all is an error."""
     folder, out = Path(folder), Path(out)
     if per_class is not None and per_class < 1:
         raise ValueError(f"per_class must be at least 1, got {per_class}")
@@ -164,22 +165,27 @@ def mix(
         (Path(s.path).relative_to(folder).parts[0] for s in photos.samples if s.split == "train"), ""
     )
     pools = catalogue_pools(ds.samples, mapping, column, where)
+    values: dict[str, int] = {}
+    for s in ds.samples:
+        v = s.labels.get(column)
+        if v is not None:
+            values[v] = values.get(v, 0) + 1
+    by_count = sorted(values, key=lambda v: (-values[v], v))
+    if not pools:
+        found = ", ".join(by_count[:8]) or "none"
+        raise ValueError(f"no catalogue row matches the mapping and --where ({column} values: {found} ...)")
     partial = out.with_name(f".{out.name}.partial")  # renamed when complete: an interrupted run leaves no OUT
     if partial.exists():
         shutil.rmtree(partial)
     mirror_folder(folder, partial, copy)
     added = add_rows(partial / train, pools, per_class, seed, copy)
     partial.rename(out)
-    values: dict[str, int] = {}
-    for s in ds.samples:
-        v = s.labels.get(column)
-        if v is not None and v not in mapping:
-            values[v] = values.get(v, 0) + 1
     return {
         "out": str(out),
         "added": added,
         "available": {c: len(rows) for c, rows in sorted(pools.items())},
-        "unmapped": dict(sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "unmapped": {v: values[v] for v in by_count if v not in mapping},
+        "unmatched": sorted(set(mapping) - set(values)),
         "skipped_rows": len(ds.skipped),
     }
 

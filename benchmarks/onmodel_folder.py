@@ -5,8 +5,8 @@ folder layout, with up to ``--per-class`` adults' on-model catalogue images of e
 and seed). Everything is a symlink: nothing is copied next to or out of the shared data.
 
     .venv/bin/python benchmarks/onmodel_folder.py --out /work/onmodel/data [--per-class 150] [--kids-per-class 0]
-        [--every-class] [--seed 1] [--photos DIR] [--catalogue DIR] [--adults-per-class 100] [--kids-share 1] [--min-kids 20]
-        [--bench-seed 0]
+        [--every-class] [--seed 1] [--photos DIR] [--catalogue DIR] [--adults-per-class 100] [--kids-share 1]
+        [--min-kids 20] [--bench-seed 0]
 
 Prints the images added per class as one JSON line."""
 

@@ -20,6 +20,7 @@ from vestis.models.run_config import (
     BUNDLED,
     CONFIG,
     atomic_write_text,
+    read_config,
     resolve_data_load,
     resolve_model_dir,
 )
@@ -100,7 +101,7 @@ def save_soup(
 def _lineage(run) -> dict:
     """What a member was trained on, kept in the soup (its directory may be gone or, for the bundled model,
     replaced by the soup itself): the data's source, fingerprint and counts, and the member's own soup record."""
-    config = json.loads((resolve_model_dir(run) / CONFIG).read_text())
+    config = read_config(resolve_model_dir(run))
     data = config.get("data") or {}
     out = {"member": _member_name(run), "data": {k: data.get(k) for k in ("source", "fingerprint", "counts")}}
     if (config.get("train_config") or {}).get("soup"):

@@ -149,6 +149,15 @@ def test_cli(photos, catalogue, tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert "mapped, but no row holds: Jeans" in printed
+    held = tmp_path / "held-out.txt"
+    held.write_text("# my test rows\n3\n7.jpg\n" + str(catalogue.parent / "images" / "1.jpg") + "\n")
+    assert main([*args[:-1], str(tmp_path / "held"), "--exclude", str(held), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)  # by id, by file name, by path
+    assert report["added"] == {"dress": 1, "t-shirt": 1} and report["held_out"] == 3
+    assert sorted(p.name for p in (tmp_path / "held").rglob("catalogue-*")) == [
+        "catalogue-2.jpg",
+        "catalogue-4.jpg",
+    ]
     assert (
         "5 catalogue images added" in printed and "not mapped: 1 values, most frequent: Tops (1)" in printed
     )

@@ -39,6 +39,10 @@ def _add_data(sub) -> None:
     m.add_argument("--where", action="append", default=[], help="COLUMN=V1,V2: only these rows (repeatable)")
     m.add_argument("--per-class", type=int, help="at most this many catalogue images per class (seeded)")
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument(
+        "--exclude",
+        help="file: catalogue rows to keep out (one image path, file name or id per line; # comments)",
+    )
     m.add_argument("--copy", action="store_true", help="copy the files (default: symlinks)")
     m.add_argument("--json", action="store_true", help="print the report as one JSON line")
     m.set_defaults(func=_mix)
@@ -55,7 +59,14 @@ def _inspect(args) -> int:
 
 
 def _mix(args) -> int:
+    from pathlib import Path
+
     from vestis.data.mix import mix, parse_mapping, parse_where
+
+    exclude = []
+    if args.exclude:
+        lines = Path(args.exclude).read_text(errors="replace").splitlines()
+        exclude = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
     report = mix(
         args.folder,
@@ -68,6 +79,7 @@ def _mix(args) -> int:
         per_class=args.per_class,
         seed=args.seed,
         copy=args.copy,
+        exclude=exclude,
     )
     if args.json:
         print(json.dumps(report))
@@ -80,6 +92,8 @@ def _mix(args) -> int:
         print(f"  not mapped: {len(report['unmapped'])} values, most frequent: {top}")
     if report["unmatched"]:
         print(f"  mapped, but no row holds: {', '.join(report['unmatched'])}")
+    if report["held_out"]:
+        print(f"  {report['held_out']} mapped rows held out (--exclude)")
     if report["skipped_rows"]:
         print(f"  {report['skipped_rows']} catalogue rows skipped (missing image or bad line)")
     return 0

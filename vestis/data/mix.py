@@ -71,13 +71,14 @@ def catalogue_pools(
     exclude: Iterable[str | Path] = (),
 ) -> dict[str, list[Sample]]:
     """{class: the catalogue rows mapped onto it}, sorted by path (the same pools every run); rows whose
-    ``where`` columns hold other values, or whose image is in ``exclude`` (held-out rows), are left out."""
+    ``where`` columns hold other values, or that ``exclude`` names (held-out rows: the image's path as read,
+    its file name, or the row's ``id``), are left out."""
     skip = {str(p) for p in exclude}
     pools: dict[str, list[Sample]] = {}
     for s in sorted(samples, key=lambda s: str(s.path)):
         fields = {**s.meta, **{k: v for k, v in s.labels.items() if v is not None}}
         cls = mapping.get(fields.get(column, ""))
-        if cls is None or str(s.path) in skip:
+        if cls is None or skip & {str(s.path), Path(s.path).name, s.meta.get("id", "")}:
             continue
         if all(fields.get(col) in accepted for col, accepted in (where or {}).items()):
             pools.setdefault(cls, []).append(s)
@@ -137,11 +138,13 @@ def mix(
     per_class: int | None = None,
     seed: int = 0,
     copy: bool = False,
+    exclude: Iterable[str] = (),
 ) -> dict:
     """The folder plus the catalogue's mapped rows in its training split (``train/``, or the root of a folder
     without splits); returns a report: images added and available per class, catalogue values left unmapped
-    (most frequent first), mapped values no row holds (a typo?), rows the catalogue reader skipped. No matching
-    row at all is an error."""
+    (most frequent first), mapped values no row holds (a typo?), mapped rows held out by ``exclude`` (paths,
+    file names or ids: keep your own test rows out), rows the catalogue reader skipped. No matching row at all
+    is an error."""
     folder, out = Path(folder), Path(out)
     if per_class is not None and per_class < 1:
         raise ValueError(f"per_class must be at least 1, got {per_class}")
@@ -164,7 +167,11 @@ def mix(
     train = next(
         (Path(s.path).relative_to(folder).parts[0] for s in photos.samples if s.split == "train"), ""
     )
-    pools = catalogue_pools(ds.samples, mapping, column, where)
+    exclude = {str(e) for e in exclude}
+    pools = catalogue_pools(ds.samples, mapping, column, where, exclude)
+    held_out = sum(map(len, catalogue_pools(ds.samples, mapping, column, where).values())) - sum(
+        map(len, pools.values())
+    )
     values: dict[str, int] = {}
     for s in ds.samples:
         v = s.labels.get(column)
@@ -186,6 +193,7 @@ def mix(
         "available": {c: len(rows) for c, rows in sorted(pools.items())},
         "unmapped": {v: values[v] for v in by_count if v not in mapping},
         "unmatched": sorted(set(mapping) - set(values)),
+        "held_out": held_out,
         "skipped_rows": len(ds.skipped),
     }
 

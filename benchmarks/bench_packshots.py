@@ -157,7 +157,8 @@ def score(args) -> dict:
             per_model[name]["seconds"] = t
         for name, r in per_model.items():
             print(
-                f"[{group}] {name}: top-1 {r['top1']:.4f}  macro recall {r['macro_recall']:.4f}  ({len(truth)} images)"
+                f"[{group}] {name}: top-1 {r['top1']:.4f}  macro recall {r['macro_recall']:.4f}  ({len(truth)} images)",
+                flush=True,
             )
         result["groups"][group] = {
             "n": len(truth),

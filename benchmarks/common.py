@@ -8,9 +8,8 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-SHARED = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "data"
-)  # ../shared/data beside the repository
+# ../shared/data, beside the repository
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLOTHING = SHARED / "clothing-dataset-small"
 CATALOGUE = SHARED / "fashion-product-images-small"
 

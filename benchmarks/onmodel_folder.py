@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from bench_packshots import CATALOGUE, CLASS_OF, GROUPS, select_rows  # benchmarks/, beside this script
-from bench_robustness import DATA
+from bench_packshots import CLASS_OF, GROUPS, select_rows  # benchmarks/, beside this script
+from common import CATALOGUE, CLOTHING
 
 
 def build(
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "--every-class", action="store_true", help="add to every mapped class, not only scored ones"
     )
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--photos", default=str(DATA))
+    p.add_argument("--photos", default=str(CLOTHING))
     p.add_argument("--catalogue", default=str(CATALOGUE))
     p.add_argument("--adults-per-class", type=int, default=100, help="as given to bench_packshots.py")
     p.add_argument("--kids-share", type=float, default=1.0, help="as given to bench_packshots.py")

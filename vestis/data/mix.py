@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from vestis.data.catalog import read_catalog
 from vestis.data.folders import read_folder
-from vestis.data.types import Sample
+from vestis.data.types import DataSet, Sample
 
 
 def parse_mapping(spec: str) -> dict[str, str]:
@@ -78,7 +79,7 @@ def catalogue_pools(
     for s in sorted(samples, key=lambda s: str(s.path)):
         fields = {**s.meta, **{k: v for k, v in s.labels.items() if v is not None}}
         cls = mapping.get(fields.get(column, ""))
-        if cls is None or skip & {str(s.path), Path(s.path).name, s.meta.get("id", "")}:
+        if cls is None or _excluded(s, skip):
             continue
         if all(fields.get(col) in accepted for col, accepted in (where or {}).items()):
             pools.setdefault(cls, []).append(s)
@@ -92,10 +93,7 @@ def mirror_folder(folder: str | Path, out: str | Path, copy: bool = False) -> li
     if out.exists():
         raise FileExistsError(f"{out}: exists (give a new folder)")
     ds = read_folder(folder)
-    for s in ds.samples:
-        target = out / Path(s.path).relative_to(folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _place(Path(s.path), target, copy)
+    _mirror(ds, folder, out, copy)
     return ds.classes(ds.heads[0])
 
 
@@ -167,16 +165,11 @@ def mix(
     train = next(
         (Path(s.path).relative_to(folder).parts[0] for s in photos.samples if s.split == "train"), ""
     )
-    exclude = {str(e) for e in exclude}
-    pools = catalogue_pools(ds.samples, mapping, column, where, exclude)
-    held_out = sum(map(len, catalogue_pools(ds.samples, mapping, column, where).values())) - sum(
-        map(len, pools.values())
-    )
-    values: dict[str, int] = {}
-    for s in ds.samples:
-        v = s.labels.get(column)
-        if v is not None:
-            values[v] = values.get(v, 0) + 1
+    skip = {str(e) for e in exclude}
+    mapped = catalogue_pools(ds.samples, mapping, column, where)
+    pools = {c: kept for c, rows in mapped.items() if (kept := [s for s in rows if not _excluded(s, skip)])}
+    held_out = sum(map(len, mapped.values())) - sum(map(len, pools.values()))
+    values = Counter(v for s in ds.samples if (v := s.labels.get(column)) is not None)
     by_count = sorted(values, key=lambda v: (-values[v], v))
     if not pools:
         found = ", ".join(by_count[:8]) or "none"
@@ -184,7 +177,7 @@ def mix(
     partial = out.with_name(f".{out.name}.partial")  # renamed when complete: an interrupted run leaves no OUT
     if partial.exists():
         shutil.rmtree(partial)
-    mirror_folder(folder, partial, copy)
+    _mirror(photos, folder, partial, copy)
     added = add_rows(partial / train, pools, per_class, seed, copy)
     partial.rename(out)
     return {
@@ -196,6 +189,19 @@ def mix(
         "held_out": held_out,
         "skipped_rows": len(ds.skipped),
     }
+
+
+def _excluded(sample: Sample, skip: set[str]) -> bool:
+    """Whether ``skip`` names the row: its image's path as read, the file name, or its ``id``."""
+    return bool(skip & {str(sample.path), Path(sample.path).name, sample.meta.get("id", "")})
+
+
+def _mirror(photos: DataSet, folder: Path, out: Path, copy: bool) -> None:
+    """Every image of ``photos`` (read from ``folder``) at its relative path under ``out``."""
+    for s in photos.samples:
+        target = out / Path(s.path).relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _place(Path(s.path), target, copy)
 
 
 def _place(source: Path, target: Path, copy: bool) -> None:

@@ -163,6 +163,11 @@ def test_cli(photos, catalogue, tmp_path, capsys):
     )
     assert main([*args[:-1], str(tmp_path / "bad"), "--map", "Skirts=skirt"]) == 2
     assert "not a class of" in capsys.readouterr().err
+    missing = tmp_path / "no-such-list.txt"
+    assert main([*args[:-1], str(tmp_path / "gone"), "--exclude", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-list.txt" in err and len(err.strip().splitlines()) == 1  # one line, no traceback
+    assert not (tmp_path / "gone").exists()
 
 
 def test_mix_into_a_folder_without_splits(catalogue, tmp_path):

@@ -36,7 +36,13 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
 
 
 def close_distributed(world: int) -> None:
+    """Leave the process group. On a clean exit every process first waits for the others at a barrier: a process
+    that tore its group down while a peer's last collective was still in flight died in gloo's thread teardown
+    ("terminate called without an active exception", SIGABRT) after its work was done. While an exception is
+    propagating there is no barrier (the peers may never come)."""
     if world > 1 and dist.is_initialized():
+        if sys.exc_info()[1] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -187,6 +187,26 @@ def _add_finetune(p) -> None:
         help="staged classes, e.g. top:20,rest (then: rest = the other classes only, all = every class)",
     )
     g.add_argument("--resume", metavar="RUN", help="continue an interrupted finetune run from RUN/last")
+    g.add_argument(
+        "--init",
+        metavar="RUN",
+        help="start from a trained model's weights (default: the bundled model, or a run)",
+    )
+    g.add_argument(
+        "--teacher",
+        metavar="RUN",
+        action="append",
+        help="distil a trained model's answers (default, or a run); repeat for an ensemble of teachers",
+    )
+    g.add_argument(
+        "--distill", type=float, default=d.distill, help="the teachers' share of each head's loss (0..1)"
+    )
+    g.add_argument(
+        "--distill-temperature",
+        type=float,
+        default=d.distill_temperature,
+        help="softmax temperature of distillation",
+    )
 
 
 def _head_weight(text: str) -> tuple[str, float]:

@@ -20,7 +20,6 @@ from vestis.models.run_config import (
     BUNDLED,
     CONFIG,
     atomic_write_text,
-    read_config,
     resolve_data_load,
     resolve_model_dir,
 )
@@ -35,6 +34,12 @@ def _member_name(run) -> str:
 def average_models(runs: list, weights: list[float] | None = None):
     """(model, first member's config) with the members' weights averaged; ValueError naming the first member
     that differs from the first one, or that does not store its backbone. One run is its own (greedy) soup."""
+    model, configs = _average(runs, weights)
+    return model, configs[0]
+
+
+def _average(runs: list, weights: list[float] | None):
+    """:func:`average_models`, with every member's config."""
     if not runs:
         raise ValueError("a soup needs at least one run")
     if weights is not None and (len(weights) != len(runs) or min(weights) < 0 or sum(weights) <= 0):
@@ -62,7 +67,7 @@ def average_models(runs: list, weights: list[float] | None = None):
         else:
             soup[key] = value
     first_model.load_state_dict(soup)
-    return first_model, first
+    return first_model, [config for _, config in members]
 
 
 def save_soup(
@@ -72,7 +77,8 @@ def save_soup(
     and weights (``train_config.soup``, with ``record`` added: how they were chosen) and the first member's
     data, so ``vestis evaluate OUT`` re-splits the same way. Validation metrics are left empty for the caller
     to measure."""
-    model, first = average_models(runs, weights)
+    model, configs = _average(runs, weights)
+    first = configs[0]
     data = copy.deepcopy(first.get("data") or {})
     if data.get("load"):  # stored relative to the first member's directory: made usable from here
         data.pop("paths_relative_to", None)
@@ -91,17 +97,17 @@ def save_soup(
         "members": members,
         "weights": weights or [1.0] * len(runs),
         **(record or {}),
-        "lineage": [_lineage(r) for r in runs],
+        "lineage": [_lineage(r, c) for r, c in zip(runs, configs, strict=True)],
     }
     return save_checkpoint(
         out, model, include_backbone=True, data=data, train_config=train_config, dtype=dtype
     )
 
 
-def _lineage(run) -> dict:
-    """What a member was trained on, kept in the soup (its directory may be gone or, for the bundled model,
-    replaced by the soup itself): the data's source, fingerprint and counts, and the member's own soup record."""
-    config = read_config(resolve_model_dir(run))
+def _lineage(run, config: dict) -> dict:
+    """What a member (``run``, its ``config``) was trained on, kept in the soup (its directory may be gone or,
+    for the bundled model, replaced by the soup itself): the data's source, fingerprint and counts, and the
+    member's own soup record."""
     data = config.get("data") or {}
     out = {"member": _member_name(run), "data": {k: data.get(k) for k in ("source", "fingerprint", "counts")}}
     if (config.get("train_config") or {}).get("soup"):

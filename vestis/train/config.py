@@ -52,7 +52,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "fast": _names("c lbfgs_iter"),
     "finetune": _names(
         "backbone_lr_scale warmup_epochs min_lr_scale augment crop_scale erase zoom_out low_res train_size freeze "
-        "freeze_bn mixup cutmix sampler ema_decay patience head_init channels_last stages"
+        "freeze_bn mixup cutmix sampler ema_decay patience head_init channels_last stages init teacher distill "
+        "distill_temperature"
     ),
     "runtime": RUNTIME_FIELDS,
 }
@@ -162,6 +163,13 @@ class TrainConfig:
     head_init: str = "probe"  # probe (linear head fitted on frozen features first) or random
     channels_last: bool = True
     stages: str | None = None  # e.g. "top:20,rest": train on the 20 most frequent classes, then grow the head
+    # start from a trained model's weights ("default": the bundled model; a run directory); vestis.train.distill
+    init: str | None = None
+    # knowledge distillation: trained models ("default", run directories) whose averaged answers the network also
+    # learns, each head's loss (1 - distill) * hard + distill * T^2 * KL(teacher || student) at T = temperature
+    teacher: list[str] | None = None
+    distill: float = 0.5
+    distill_temperature: float = 1.0
     # -- runtime (not stored; may differ on resume)
     out: str = "runs/train"
     workers: int | None = None
@@ -181,6 +189,8 @@ class TrainConfig:
                 self.labels = [self.labels]
             self.labels = [part.strip() for entry in self.labels for part in str(entry).split(",")]
             self.labels = [x for x in self.labels if x]
+        if isinstance(self.teacher, str):
+            self.teacher = [self.teacher]
         if self.epochs is None and self.mode == "finetune":
             self.epochs = 15
         if self.freeze_bn is None:
@@ -224,6 +234,14 @@ class TrainConfig:
             (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
             (self.patience >= 0, "patience must be >= 0"),
+            (
+                (self.init is None and not self.teacher) or self.mode == "finetune",
+                "init and teacher need mode finetune",
+            ),
+            (
+                0 <= self.distill <= 1 and self.distill_temperature > 0,
+                "distill in [0, 1], distill_temperature > 0",
+            ),
             (self.train_size is None or self.train_size >= 8, "train_size must be >= 8"),
             (self.freeze >= 0, "freeze must be >= 0"),
             (all(x >= 0 for x in self.weight_decay or [0]), "weight_decay must be >= 0"),

@@ -10,13 +10,15 @@ DistributedDataParallel under torchrun (:mod:`vestis.train.distributed`).
 Staged classes (``--stages top:20,rest``, :mod:`vestis.train.stages`): train on the 20 most frequent classes,
 then grow the head to every class (keeping the learned rows) and go on with the rest; both groups are reported.
 
+A run may start from a trained model (``--init``) and learn from trained teachers beside its labels
+(``--teacher``, knowledge distillation: :mod:`vestis.train.distill`). The final report: :mod:`vestis.train.finish`.
+
 After every epoch a resumable state goes to ``RUN/last/`` (:mod:`vestis.train.resume`). The best model so far
 is the run's own checkpoint (``RUN/model.safetensors`` + ``config.json``), so the run can be evaluated while
 it trains."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -25,15 +27,16 @@ from tqdm.auto import tqdm
 
 from vestis.data import load_dataset
 from vestis.engine.loader import default_workers
-from vestis.evaluate import format_table, summarize
-from vestis.models.checkpoint import atomic_write_text, read_config
+from vestis.evaluate import summarize
 from vestis.models.heads import HeadConfig
 from vestis.models.registry import create_model
 from vestis.runtime import autocast, out_of_memory, resolve_precision, tune_allocator
 from vestis.train import distributed
 from vestis.train.config import TrainConfig
+from vestis.train.distill import Teacher, distill_loss, init_model
 from vestis.train.ema import EMA
-from vestis.train.history import History, format_imbalance, imbalance_table, score_heads
+from vestis.train.finish import finish, group_report
+from vestis.train.history import History, score_heads
 from vestis.train.losses import make_loss
 from vestis.train.probe import probe_heads
 from vestis.train.recipe import (
@@ -44,11 +47,10 @@ from vestis.train.recipe import (
     resolve_augment,
     seed_everything,
 )
-from vestis.train.records import all_skipped, set_preprocess, skipped_line, write_skipped
+from vestis.train.records import set_preprocess
 from vestis.train.resume import (
     load_best,
     load_weights,
-    mark_finished,
     out_of_memory_advice,
     read_state,
     restore_fit,
@@ -60,7 +62,7 @@ from vestis.train.resume import (
 )
 from vestis.train.run import Fit, Run, predict_probs
 from vestis.train.sampler import EpochSampler, build_image_cache, make_loader
-from vestis.train.stages import plan_stages, stage_groups, stage_split, staged_groups, targets
+from vestis.train.stages import plan_stages, stage_split, targets
 
 __all__ = ["train_finetune"]
 
@@ -99,8 +101,11 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
     notes: list[str] = []
     stages = plan_stages(ds, cfg, notes)
     seed_everything(cfg, 0, 0)  # the same random initial weights (--no-pretrained) in every process
-    head_cfg = HeadConfig("mlp" if cfg.head == "mlp" else "linear", cfg.hidden, cfg.dropout)
-    model = create_model(cfg.backbone, pretrained=cfg.pretrained, head=head_cfg)
+    if cfg.init:
+        model, cfg = init_model(cfg, ds.heads)
+    else:
+        head_cfg = HeadConfig("mlp" if cfg.head == "mlp" else "linear", cfg.hidden, cfg.dropout)
+        model = create_model(cfg.backbone, pretrained=cfg.pretrained, head=head_cfg)
     note = set_preprocess(model, cfg, ds)
     if note:
         notes.append(note)
@@ -110,6 +115,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
     workers = default_workers() if cfg.workers is None else cfg.workers
     precision = resolve_precision(device, cfg.precision, training=True)
     run = Run(cfg, rank, world, device, precision, workers, ds, stages, model, notes, t0=t0, on_step=on_step)
+    if cfg.teacher:  # the teachers only infer: in inference's precision (bf16 where that is faster)
+        run.teacher = Teacher(
+            cfg.teacher, model, device, run.eval_precision, cfg.distill_temperature, run.fmt
+        )
     if state:
         run.bad, run.stage_results = dict(state["bad"]), list(state["stage_results"])
         run.epoch = state["epoch"]
@@ -144,10 +153,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, device, on_step) -> dict:
             if stop:
                 run.say(f"early stop: no better validation {cfg.select} for {cfg.patience} epochs")
         if si < len(stages) - 1 and run.main:  # a stage before the last: its best model, per class group
-            run.stage_results.append(_group_report(run, si))
+            run.stage_results.append(group_report(run, si))
     summary = {"out": str(run.run_dir), "metrics": {}, "notes": notes, "skipped": 0, "epochs_run": run.epoch}
     if run.main:
-        summary = _finish(run)
+        summary = finish(run)
         run.history.close()
     return summary
 
@@ -161,6 +170,8 @@ def _start_stage(run: Run, si: int, restore: dict | None) -> Fit:
     if restore:
         shape_heads(model, restore["classes"])
         load_weights(model, state_tensors(run.run_dir, restore, "model"))
+    elif si == 0 and cfg.init and all(model.classes.get(h) == cl for h, cl in st.classes.items()):
+        run.say(f"init: {cfg.init}'s heads have the data's classes; kept")
     elif si == 0 and cfg.head_init == "probe" and model.head_cfg.type == "linear":
         if run.main:
             errs = probe_heads(model, run.ds, tr, va, st.classes, cfg, run.device, run.say)
@@ -174,6 +185,10 @@ def _start_stage(run: Run, si: int, restore: dict | None) -> Fit:
         seed_everything(cfg, 10_000 + si, 0)  # the new rows' initial weights
         for h, cl in st.classes.items():
             model.grow_head(h, cl)
+    if run.teacher is not None:
+        untaught = run.teacher.map_classes(st.classes)
+        if untaught:
+            run.say(f"distill: no teacher has head(s) {untaught}; trained on their labels alone")
     model.to(run.device, memory_format=run.fmt)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 and run.main else None
     net = model
@@ -240,6 +255,7 @@ def _train_epoch(run: Run, fit: Fit) -> tuple[float, int, dict]:
         x = torch.zeros(1, 3, pre.input_size, pre.input_size) if dummy else xs[:, 0]
         x = x.to(run.device, non_blocking=True, memory_format=run.fmt)
         x, perm, lam = (x, None, 1.0) if dummy else mix_batch(x, cfg.mixup, cfg.cutmix)
+        soft = run.teacher.targets(x) if run.teacher is not None and not dummy else {}
         with autocast(run.device, run.precision):
             out = fit.net(x)
         if dummy:
@@ -247,10 +263,13 @@ def _train_epoch(run: Run, fit: Fit) -> tuple[float, int, dict]:
         else:
             ys = {h: torch.from_numpy(fit.ytr[h][idx]).to(run.device) for h in heads}
             weights = cfg.loss_weights or {}
-            loss = sum(
-                weights.get(h, 1.0) * head_loss(fit.losses[h], out[h].float(), ys[h], perm, lam)
-                for h in heads
-            )
+            loss = 0.0
+            for h in heads:
+                part = head_loss(fit.losses[h], out[h].float(), ys[h], perm, lam)
+                if h in soft:
+                    taught = distill_loss(out[h], soft[h], cfg.distill_temperature)
+                    part = (1 - cfg.distill) * part + cfg.distill * taught
+                loss = loss + weights.get(h, 1.0) * part
         fit.opt.zero_grad(set_to_none=True)
         loss.backward()
         fit.opt.step()
@@ -320,80 +339,3 @@ def _validate_and_save(
     )
     save_state(run, fit, stage_done)
     return stop
-
-
-def _group_report(run: Run, si: int) -> dict:
-    """After stage ``si`` (not the last): its best model's validation scores per class group so far."""
-    st, h = run.stages[si], run.ds.heads[0]
-    va = stage_split(run.ds, "validation", st.classes)
-    model, probs, ok = run.evaluate_best(va)
-    y = targets(run.ds, model.classes, va)[h]
-    res = {
-        "stage": st.name,
-        "groups": stage_groups(run.stages[: si + 1], y[ok], probs[h][ok], model.classes[h]),
-    }
-    run.say(f"stage {st.name} best model, validation: {json.dumps(res['groups'])}")
-    return res
-
-
-def _finish(run: Run) -> dict:
-    """Score the best model on validation (per class, per group), save it with its metrics, write the logs."""
-    cfg, ds, stages, say = run.cfg, run.ds, run.stages, run.say
-    va = [i for i, s in enumerate(ds.samples) if s.split == "validation"]
-    model, probs, ok = run.evaluate_best(va)
-    yva = targets(ds, model.classes, va)
-    val = score_heads(probs, ok, yva, model.classes, cfg.select)
-    ytr = targets(ds, model.classes, [i for i, s in enumerate(ds.samples) if s.split == "train"])
-    per_class, groups = [], None
-    for h, m in val["heads"].items():
-        say(format_table(m, title=f"validation · {h} (best epoch)"))
-        rows = imbalance_table(h, model.classes[h], ytr[h], m, cfg)
-        per_class += rows
-        say(
-            f"per class · {h}: training images, share of draws ({cfg.sampler} sampler), loss weight ({cfg.loss})"
-        )
-        say(format_imbalance(rows))
-    if len(stages) > 1:
-        h = ds.heads[0]
-        groups = staged_groups(stages, yva[h][ok], probs[h][ok], model.classes[h], run.stage_results)
-        for g, m in groups["final"].items():
-            say(f"group {g}: " + (json.dumps(m) if m else "no validation images"))
-        for g, e in groups["effect"].items():
-            say(
-                f"effect of the later stages on group {g}: top-1 {e['top1_before']:.4f} -> {e['top1_after']:.4f}"
-            )
-    best = read_config(run.run_dir)["metrics"].get("best_epoch")
-    metrics = {
-        "validation": {h: summarize(m) for h, m in val["heads"].items()},
-        "best_epoch": best,
-        "stage": stages[-1].name,
-    }
-    if groups:
-        metrics["groups"] = groups
-    skipped = all_skipped(ds, run.bad)
-    run.save(model, metrics, skipped=len(skipped))
-    write_skipped(run.run_dir, skipped)
-    seconds = round(time.time() - run.t0, 1)
-    log = {
-        "notes": run.notes,
-        "per_class": per_class,
-        "groups": groups,
-        "epochs_run": run.epoch,
-        "best_epoch": best,
-        "seconds": seconds,
-        "validation": val["heads"],
-    }
-    atomic_write_text(run.run_dir / "train_log.json", json.dumps(log, indent=1))
-    mark_finished(run.run_dir)
-    line = skipped_line(run.run_dir, ds, len(run.bad))
-    if line:
-        say(line)
-    say(f"saved {run.run_dir} (best epoch {best}, {seconds:.0f}s)")
-    return {
-        "out": str(run.run_dir),
-        "metrics": metrics,
-        "notes": run.notes,
-        "skipped": len(skipped),
-        "epochs_run": run.epoch,
-        "best_epoch": best,
-    }

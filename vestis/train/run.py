@@ -59,6 +59,7 @@ class Run:
     history: History | None = None
     digests: list | None = None  # each sample's content digest (the data fingerprint), read once
     extras: dict | None = None  # stage groups and label hierarchy (records.stored_extras), learned once
+    teacher: object = None  # distill.Teacher when the run learns from trained models (--teacher)
 
     @property
     def eval_precision(self) -> str:
@@ -119,7 +120,9 @@ class Run:
 
     def evaluate_best(self, va: list[int]):
         """The best model saved so far, and its class probabilities on samples ``va``."""
-        model = create_model(self.cfg.backbone, pretrained=False, head=self.model.head_cfg)
+        model = create_model(
+            self.cfg.backbone, pretrained=False, head=self.model.head_cfg, head_cfgs=self.model.head_cfgs
+        )
         model.preprocess = self.model.preprocess  # with the native size recorded for this run
         # the saved weights began as these (recorded in the checkpoint)
         model.pretrained = self.cfg.pretrained

@@ -130,3 +130,23 @@ def test_init_and_teacher_errors(teacher_run, tmp_path, colour_folder):
     missing = tmp_path / "nowhere"
     with pytest.raises(Exception, match="nowhere"):
         train(ft_cfg(colour_folder, tmp_path, teacher=[str(missing)]))
+
+
+def test_a_taught_run_resumes_as_if_uninterrupted(teacher_run, tmp_path, colour_folder):
+    from tests.train.test_resume import assert_same_tensors, interrupt_at
+    from vestis.train.finetune import train_finetune
+    from vestis.train.resume import read_state
+
+    kw = dict(init=str(teacher_run), teacher=[str(teacher_run)], distill=0.7, augment="trivial", mixup=0.2)
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(ft_cfg(colour_folder, tmp_path, out=str(a), epochs=2, patience=0, **kw))
+    with pytest.raises(KeyboardInterrupt):
+        train_finetune(
+            ft_cfg(colour_folder, tmp_path, out=str(b), epochs=2, patience=0, **kw), interrupt_at(2, 1)
+        )
+    train(TrainConfig(data=str(colour_folder), mode="finetune", resume=str(b), workers=0, quiet=True))
+    sa, sb = read_state(a), read_state(b)
+    for name in ("model", "ema"):  # the last epoch's weights (the teachers taught the resumed epoch too)
+        assert_same_tensors(
+            a / "last" / sa["files"] / f"{name}.safetensors", b / "last" / sb["files"] / f"{name}.safetensors"
+        )

@@ -80,6 +80,12 @@ def test_a_student_learns_the_teachers_answers_not_its_labels(teacher_run, tmp_p
     assert top1 >= 0.9
     stored = config["train_config"]["finetune"]
     assert stored["teacher"] == [str(teacher_run)] * 2 and stored["distill"] == 1.0
+    teacher_data = load_checkpoint(teacher_run)[1]["data"]
+    record = config["train_config"]["lineage"]  # what the teachers learned from, kept if they are deleted
+    assert (
+        record["init"] is None
+        and [t["data"]["fingerprint"] for t in record["teachers"]] == [teacher_data["fingerprint"]] * 2
+    )
 
 
 def test_teacher_classes_are_mapped_onto_the_students(teacher_run, tmp_path):
@@ -100,7 +106,7 @@ def test_init_starts_from_a_trained_model(teacher_run, tmp_path, colour_folder):
         ft_cfg(colour_folder, tmp_path, init=str(teacher_run), epochs=1, lr=1e-9, out=str(tmp_path / "a"))
     )
     assert kept["metrics"]["validation"]["label"]["top1"] == 1.0  # the heads were kept, not fitted again
-    start, _ = load_checkpoint(teacher_run)
+    start, start_config = load_checkpoint(teacher_run)
     more = shutil.copytree(colour_folder, tmp_path / "more")
     for split, k in (("train", 10), ("validation", 4)):
         for i in range(k):
@@ -114,6 +120,9 @@ def test_init_starts_from_a_trained_model(teacher_run, tmp_path, colour_folder):
     assert config["backbone"] == "test_tiny" and config["train_config"]["finetune"]["init"] == str(
         teacher_run
     )
+    assert config["train_config"]["lineage"]["init"]["data"] == {
+        k: start_config["data"][k] for k in ("source", "fingerprint", "counts")
+    }
     for (k, a), b in zip(
         grown.backbone.state_dict().items(), start.backbone.state_dict().values(), strict=True
     ):

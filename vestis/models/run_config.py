@@ -276,3 +276,22 @@ def read_config(run_dir: str | Path) -> dict:
 def resolve_model_dir(model: str | Path | None) -> Path:
     """``None`` -> the bundled default model; otherwise a run directory."""
     return BUNDLED if model in (None, "", "default") else Path(model)
+
+
+def model_name(model: str | Path | None) -> str:
+    """How a model is named in messages and records: 'default' for the bundled one, else the path as given."""
+    return "default" if resolve_model_dir(model) == BUNDLED else str(model)
+
+
+def lineage(model: str | Path | None, config: dict | None = None) -> dict:
+    """What a model (``config``: its config, read when not given) was trained on, kept by the models made from it
+    (a soup's members, a run's ``--init`` and teachers), whose directories may be gone or, for the bundled model,
+    replaced: the data's source, fingerprint and counts, and its own soup and lineage records."""
+    config = config if config is not None else read_config(resolve_model_dir(model))
+    data = config.get("data") or {}
+    out = {"member": model_name(model), "data": {k: data.get(k) for k in ("source", "fingerprint", "counts")}}
+    stored = config.get("train_config") or {}
+    for key in ("soup", "lineage"):
+        if stored.get(key):
+            out[key] = stored[key]
+    return out

@@ -17,18 +17,15 @@ from pathlib import Path
 
 from vestis.models.checkpoint import load_checkpoint, save_checkpoint
 from vestis.models.run_config import (
-    BUNDLED,
     CONFIG,
     atomic_write_text,
+    lineage,
+    model_name,
     resolve_data_load,
     resolve_model_dir,
 )
 
 _SAME = ("backbone", "heads", "head", "head_types", "colour_stats", "preprocess")
-
-
-def _member_name(run) -> str:
-    return "default" if resolve_model_dir(run) == BUNDLED else str(run)
 
 
 def average_models(runs: list, weights: list[float] | None = None):
@@ -51,12 +48,12 @@ def _average(runs: list, weights: list[float] | None):
     for run, (_, config) in zip(runs, members, strict=True):
         if not config.get("includes_backbone"):
             raise ValueError(
-                f"{_member_name(run)}: stores only its heads (fast mode); soups average fine-tuned networks"
+                f"{model_name(run)}: stores only its heads (fast mode); soups average fine-tuned networks"
             )
         differs = [k for k in _SAME if config.get(k) != first.get(k)]
         if differs:
             raise ValueError(
-                f"{_member_name(run)}: differs from {_member_name(runs[0])} in {', '.join(differs)}; "
+                f"{model_name(run)}: differs from {model_name(runs[0])} in {', '.join(differs)}; "
                 "soups average the same network fine-tuned several times"
             )
     states = [m.state_dict() for m, _ in members]
@@ -97,22 +94,11 @@ def save_soup(
         "members": members,
         "weights": weights or [1.0] * len(runs),
         **(record or {}),
-        "lineage": [_lineage(r, c) for r, c in zip(runs, configs, strict=True)],
+        "lineage": [lineage(r, c) for r, c in zip(runs, configs, strict=True)],
     }
     return save_checkpoint(
         out, model, include_backbone=True, data=data, train_config=train_config, dtype=dtype
     )
-
-
-def _lineage(run, config: dict) -> dict:
-    """What a member (``run``, its ``config``) was trained on, kept in the soup (its directory may be gone or,
-    for the bundled model, replaced by the soup itself): the data's source, fingerprint and counts, and the
-    member's own soup record."""
-    data = config.get("data") or {}
-    out = {"member": _member_name(run), "data": {k: data.get(k) for k in ("source", "fingerprint", "counts")}}
-    if (config.get("train_config") or {}).get("soup"):
-        out["soup"] = config["train_config"]["soup"]
-    return out
 
 
 def set_metrics(run_dir: str | Path, metrics: dict) -> None:

@@ -59,8 +59,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 TOP_LEVEL = ("mode",)  # stored beside the groups
 # stored beside the options by the trainers (not options): test-time views, class groups, fast mode's choice;
-# by vestis soup: its members
-STORED_EXTRAS = ("views", "groups", "selected", "hierarchy", "soup")
+# by vestis soup: its members; lineage: what --init and --teacher models were trained on
+STORED_EXTRAS = ("views", "groups", "selected", "hierarchy", "soup", "lineage")
 
 
 def parse_stages(spec: str | None) -> list[tuple[str, int]]:

@@ -16,6 +16,7 @@ from vestis.data.hierarchy import learn_hierarchy
 from vestis.data.images import file_digest
 from vestis.data.resolution import record_native_size
 from vestis.models.checkpoint import atomic_write_text
+from vestis.models.run_config import lineage
 from vestis.train.config import TrainConfig
 
 SKIPPED = "skipped.json"
@@ -85,11 +86,18 @@ def skipped_line(run_dir: Path, ds: DataSet, unreadable: int) -> str | None:
     return f"skipped {loader + unreadable} inputs: {', '.join(parts)} (listed in {Path(run_dir) / SKIPPED})"
 
 
-def stored_extras(ds: DataSet, stages) -> dict:
-    """What both trainers store beside the options: the class group of each stage (None without stages) and the
-    label hierarchy learned from the training split (None for one head, or when no head implies another)."""
+def stored_extras(ds: DataSet, stages, cfg: TrainConfig | None = None) -> dict:
+    """What both trainers store beside the options: the class group of each stage (None without stages), the
+    label hierarchy learned from the training split (None for one head, or when no head implies another) and,
+    for a run that began from or learned from trained models (``--init``, ``--teacher``), their lineage."""
     groups = [{"stage": s.name, "classes": s.group} for s in stages]
-    return {
+    out = {
         "groups": groups if len(groups) > 1 else None,
         "hierarchy": learn_hierarchy(ds.split("train"), ds.heads) if len(ds.heads) > 1 else None,
     }
+    if cfg is not None and (cfg.init or cfg.teacher):
+        out["lineage"] = {
+            "init": lineage(cfg.init) if cfg.init else None,
+            "teachers": [lineage(t) for t in cfg.teacher or []],
+        }
+    return out

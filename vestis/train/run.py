@@ -111,7 +111,7 @@ class Run:
         if self.digests is None:
             self.digests = content_digests(self.ds, progress=not self.cfg.quiet)
         if self.extras is None:  # the same for every save of the run
-            self.extras = stored_extras(self.ds, self.stages)
+            self.extras = stored_extras(self.ds, self.stages, self.cfg)
         train_config = {**self.cfg.to_dict(), "views": list(self.views), **self.extras}
         data = data_info(self.cfg, self.ds, self.digests, skipped)
         save_checkpoint(

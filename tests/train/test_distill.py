@@ -136,6 +136,8 @@ def test_init_and_teacher_errors(teacher_run, tmp_path, colour_folder):
         TrainConfig(data="x", teacher=[str(teacher_run)])
     with pytest.raises(ValueError, match=r"distill in \[0, 1\]"):
         TrainConfig(data="x", mode="finetune", teacher="default", distill=1.5)
+    with pytest.raises(ValueError, match="would teach nothing"):
+        TrainConfig(data="x", mode="finetune", teacher="default", distill=0)
     missing = tmp_path / "nowhere"
     with pytest.raises(Exception, match="nowhere"):
         train(ft_cfg(colour_folder, tmp_path, teacher=[str(missing)]))

@@ -242,6 +242,7 @@ class TrainConfig:
                 0 <= self.distill <= 1 and self.distill_temperature > 0,
                 "distill in [0, 1], distill_temperature > 0",
             ),
+            (not self.teacher or self.distill > 0, "teachers with distill 0 would teach nothing"),
             (self.train_size is None or self.train_size >= 8, "train_size must be >= 8"),
             (self.freeze >= 0, "freeze must be >= 0"),
             (all(x >= 0 for x in self.weight_decay or [0]), "weight_decay must be >= 0"),

@@ -138,6 +138,8 @@ def test_init_and_teacher_errors(teacher_run, tmp_path, colour_folder):
         TrainConfig(data="x", mode="finetune", teacher="default", distill=1.5)
     with pytest.raises(ValueError, match="would teach nothing"):
         TrainConfig(data="x", mode="finetune", teacher="default", distill=0)
+    with pytest.raises(ValueError, match="an exported ONNX model"):
+        train(ft_cfg(colour_folder, tmp_path, teacher=[str(tmp_path / "model.onnx")]))
     missing = tmp_path / "nowhere"
     with pytest.raises(Exception, match="nowhere"):
         train(ft_cfg(colour_folder, tmp_path, teacher=[str(missing)]))

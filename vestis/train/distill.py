@@ -24,11 +24,20 @@ from vestis.runtime import autocast
 from vestis.train.config import TrainConfig
 
 
+def _load(run: str, role: str, device="cpu"):
+    """A trained model for ``--init`` / ``--teacher``: a run directory or the bundled model, not an export."""
+    if str(run).endswith(".onnx"):
+        raise ValueError(
+            f"--{role} {run}: an exported ONNX model has no trainable weights; give the run directory it came from"
+        )
+    return load_checkpoint(run, device=device)
+
+
 def init_model(cfg: TrainConfig, heads: list[str]):
     """The model ``cfg.init`` names, heads the data does not have removed -> (model, cfg with its backbone)."""
     from vestis.models import DEFAULT_BACKBONE
 
-    model, config = load_checkpoint(cfg.init)
+    model, config = _load(cfg.init, "init")
     where = resolve_model_dir(cfg.init)
     name = canonical_name(config["backbone"])
     if cfg.backbone != DEFAULT_BACKBONE and canonical_name(cfg.backbone) != name:
@@ -51,7 +60,7 @@ class Teacher:
     def __init__(self, runs: list[str], student, device, precision: str, temperature: float, fmt):
         self.models = []
         for run in runs:
-            model, _ = load_checkpoint(run, device=device)
+            model, _ = _load(run, "teacher", device)
             self.models.append((str(resolve_model_dir(run)), model.to(memory_format=fmt).eval()))
         self.student_pre, self.device, self.precision = student.preprocess, device, precision
         self.temperature, self.fmt = temperature, fmt

@@ -33,9 +33,11 @@ def square_folder(root):
     return root
 
 
-def test_torchrun_two_processes_matches_single_process(tmp_path):
+@pytest.mark.parametrize("taught", [False, True])
+def test_torchrun_two_processes_matches_single_process(tmp_path, taught):
     """Two processes with batch 4 each take the same steps as one process with batch 8 (the sampler shards each
-    batch of the epoch's order; DDP averages the gradients): the weights and metrics must agree."""
+    batch of the epoch's order; DDP averages the gradients): the weights and metrics must agree. ``taught``:
+    a trained teacher too (each process runs it on its own share of the batch)."""
     data = square_folder(tmp_path / "squares")
     common = [
         "--mode",
@@ -61,6 +63,13 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
         "--cache-dir",
         str(tmp_path / "cache"),
     ]
+    if taught:
+        teacher = tmp_path / "teacher"
+        assert (
+            main(["train", str(data), "--out", str(teacher), "--batch-size", "8", "--lr", "0.03", *common])
+            == 0
+        )
+        common += ["--teacher", str(teacher), "--distill", "0.5"]
     single, multi = tmp_path / "single", tmp_path / "multi"
     assert main(["train", str(data), "--out", str(single), "--batch-size", "8", *common]) == 0
 

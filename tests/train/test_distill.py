@@ -14,6 +14,7 @@ from tests.train.test_finetune import ft_cfg
 from vestis.cli import main
 from vestis.models.checkpoint import load_checkpoint
 from vestis.models.preprocess import Preprocess
+from vestis.models.registry import create_model
 from vestis.train import TrainConfig, train
 from vestis.train.distill import Teacher, distill_loss
 
@@ -163,3 +164,21 @@ def test_a_taught_run_resumes_as_if_uninterrupted(teacher_run, tmp_path, colour_
         assert_same_tensors(
             a / "last" / sa["files"] / f"{name}.safetensors", b / "last" / sb["files"] / f"{name}.safetensors"
         )
+
+
+def test_init_drops_the_heads_the_data_has_not(teacher_run, tmp_path, colour_folder):
+    """A two-head model (a head the data lacks first) as the start: the run keeps 'label' alone and its
+    checkpoint loads (head keys as a one-head model has them)."""
+    from vestis.models.checkpoint import save_checkpoint
+
+    model, config = load_checkpoint(teacher_run)
+    two = create_model("test_tiny", heads={"extra": ["a", "b"], **model.classes})
+    two.head("label").load_state_dict(model.head("label").state_dict())
+    two.backbone.load_state_dict(model.backbone.state_dict())
+    start = save_checkpoint(tmp_path / "two", two, include_backbone=True, data=config["data"])
+    summary = train(
+        ft_cfg(colour_folder, tmp_path, init=str(start), epochs=1, lr=1e-9, out=str(tmp_path / "c"))
+    )
+    assert summary["metrics"]["validation"]["label"]["top1"] == 1.0  # the kept head, as trained
+    loaded, _ = load_checkpoint(tmp_path / "c")
+    assert loaded.classes == {"label": ["blue", "green", "red"]}

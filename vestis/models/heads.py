@@ -67,6 +67,14 @@ class VestisModel(nn.Module):
     def head(self, name: str) -> nn.Module:
         return self.heads[self._keys[name]]
 
+    def keep_heads(self, names) -> None:
+        """Only the heads ``names`` (in the model's order), stored under the keys a model built with just them has
+        (h0, h1, ...), so that its checkpoint loads as one."""
+        kept = [(h, self.head(h), self.classes[h], self.head_cfgs.get(h)) for h in self.classes if h in names]
+        self.heads, self.classes, self._keys, self.head_cfgs = nn.ModuleDict(), {}, {}, {}
+        for h, module, classes, cfg in kept:
+            self.add_head(h, classes, module, cfg)
+
     @torch.no_grad()
     def grow_head(self, name: str, classes: list[str]) -> None:
         """Give head ``name`` the classes ``classes`` (a superset of its own, in any order): the output layer is

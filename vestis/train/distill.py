@@ -46,10 +46,7 @@ def init_model(cfg: TrainConfig, heads: list[str]):
         raise ValueError(
             f"--init {where}: a model with colour statistics (fast mode only) cannot be fine-tuned"
         )
-    for h in [h for h in model.classes if h not in heads]:
-        del model.heads[model._keys.pop(h)]
-        del model.classes[h]
-        model.head_cfgs.pop(h, None)
+    model.keep_heads(heads)
     model.pretrained = cfg.pretrained
     return model.train(), dataclasses.replace(cfg, backbone=name)
 

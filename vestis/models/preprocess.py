@@ -274,9 +274,10 @@ def resolve_transform(
 
 
 def denormalize(x, pre: Preprocess):
-    """A normalised tensor (3, H, W) back to [0, 1] (for galleries of training crops)."""
+    """A normalised tensor (3, H, W), or a batch of them, back to [0, 1] (galleries of training crops; a
+    teacher that normalises differently), on the tensor's device."""
     import torch
 
-    mean = torch.tensor(pre.mean).view(-1, 1, 1)
-    std = torch.tensor(pre.std).view(-1, 1, 1)
+    mean = torch.tensor(pre.mean, device=x.device).view(-1, 1, 1)
+    std = torch.tensor(pre.std, device=x.device).view(-1, 1, 1)
     return (x * std + mean).clamp(0, 1)

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from vestis.models.checkpoint import load_checkpoint
+from vestis.models.preprocess import denormalize
 from vestis.models.registry import canonical_name
-from vestis.models.run_config import resolve_model_dir
+from vestis.models.run_config import model_name, resolve_model_dir
 from vestis.runtime import autocast
 from vestis.train.config import TrainConfig
 
@@ -58,17 +59,19 @@ class Teacher:
         self.models = []
         for run in runs:
             model, _ = _load(run, "teacher", device)
-            self.models.append((str(resolve_model_dir(run)), model.to(memory_format=fmt).eval()))
+            self.models.append((model_name(run), model.to(memory_format=fmt).eval()))
         self.student_pre, self.device, self.precision = student.preprocess, device, precision
         self.temperature, self.fmt = temperature, fmt
-        self.columns: dict[str, list[tuple[int, torch.Tensor]]] = {}
+        self.columns: list[dict[str, torch.Tensor]] = [
+            {} for _ in self.models
+        ]  # per teacher: head -> columns
 
     def map_classes(self, classes: dict[str, list[str]]) -> list[str]:
         """Each teacher's columns of the student's classes, per head (again when a stage grows the head).
         Returns the heads no teacher has; a teacher lacking some of a head's classes is an error naming them."""
-        self.columns = {}
-        for h, cl in classes.items():
-            for k, (name, model) in enumerate(self.models):
+        self.columns = [{} for _ in self.models]
+        for (name, model), columns in zip(self.models, self.columns, strict=True):
+            for h, cl in classes.items():
                 if h not in model.classes:
                     continue
                 index = {c: i for i, c in enumerate(model.classes[h])}
@@ -78,18 +81,15 @@ class Teacher:
                         f"teacher {name}: head {h!r} lacks the classes {missing[:5]} "
                         f"({len(missing)} of {len(cl)}); a teacher must know every class it teaches"
                     )
-                cols = torch.tensor([index[c] for c in cl], device=self.device)
-                self.columns.setdefault(h, []).append((k, cols))
-        return [h for h in classes if h not in self.columns]
+                columns[h] = torch.tensor([index[c] for c in cl], device=self.device)
+        return [h for h in classes if not any(h in columns for columns in self.columns)]
 
     def _input(self, x: torch.Tensor, pre) -> torch.Tensor:
         """The student's normalised batch as this teacher expects it (its mean, std and input size)."""
         s = self.student_pre
         if (tuple(pre.mean), tuple(pre.std)) != (tuple(s.mean), tuple(s.std)):
-            sm, ss, tm, ts = (
-                torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (s.mean, s.std, pre.mean, pre.std)
-            )
-            x = (x * ss + sm - tm) / ts
+            mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (pre.mean, pre.std))
+            x = (denormalize(x, s) - mean) / std
         if tuple(x.shape[-2:]) != (pre.input_size, pre.input_size):
             x = F.interpolate(
                 x, size=(pre.input_size,) * 2, mode="bilinear", antialias=True, align_corners=False
@@ -100,13 +100,12 @@ class Teacher:
     def targets(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """{head: (n, C) probabilities over the student's classes}, the teachers' mean at the temperature."""
         out: dict[str, list[torch.Tensor]] = {}
-        for k, (_, model) in enumerate(self.models):
-            heads = [(h, cols) for h, taught in self.columns.items() for j, cols in taught if j == k]
-            if not heads:
+        for (_, model), columns in zip(self.models, self.columns, strict=True):
+            if not columns:
                 continue
             with autocast(self.device, self.precision):
                 logits = model(self._input(x, model.preprocess))
-            for h, cols in heads:
+            for h, cols in columns.items():
                 p = (logits[h].float() / self.temperature).softmax(-1)[:, cols]
                 out.setdefault(h, []).append(p / p.sum(-1, keepdim=True).clamp_min(1e-12))
         return {h: torch.stack(ps).mean(0) for h, ps in out.items()}
